@@ -1,0 +1,52 @@
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::inference::EncoderHandle;
+use crate::metrics::Metrics;
+
+/// Shared by every AI-service handler. The encoder arrives after start-up
+/// (loading runs beside the listener), so it sits in a `OnceLock`.
+#[derive(Clone)]
+pub struct AiState {
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    encoder: Arc<OnceLock<EncoderHandle>>,
+    load_error: Arc<OnceLock<String>>,
+    pub started: Instant,
+}
+
+impl AiState {
+    pub fn new(settings: Arc<Settings>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            settings,
+            metrics,
+            encoder: Arc::default(),
+            load_error: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn set_encoder(&self, handle: EncoderHandle) {
+        let _ = self.encoder.set(handle);
+    }
+
+    pub fn set_load_error(&self, error: String) {
+        let _ = self.load_error.set(error);
+    }
+
+    pub fn load_error(&self) -> Option<&str> {
+        self.load_error.get().map(String::as_str)
+    }
+
+    /// The encoder, or 503 while it loads (or after it failed to).
+    pub fn encoder(&self) -> Result<&EncoderHandle, ApiError> {
+        self.encoder.get().ok_or_else(|| {
+            ApiError::NotReady(match self.load_error() {
+                Some(e) => format!("the model failed to load: {e}"),
+                None => "the model is still loading".into(),
+            })
+        })
+    }
+}

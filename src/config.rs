@@ -1,0 +1,228 @@
+//! One `Settings` struct, layered: compiled-in defaults → `helpdesk.toml`
+//! (or `--config FILE`) → `HELPDESK__SECTION__KEY` environment variables →
+//! command-line flags. Validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::inference::{BatchLimits, DeviceKind};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the service keeps its state (SQLite file, attachments, vectors).
+    pub data_dir: PathBuf,
+    /// Where model files live (`models/<name>/`).
+    pub models_dir: PathBuf,
+    pub server: ServerSettings,
+    pub model: ModelSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most inputs in one embedding request (422 beyond).
+    pub max_inputs: usize,
+    /// Requests queued or running at once (429 beyond).
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// A model of models/registry.toml.
+    pub name: String,
+    pub device: DeviceKind,
+    /// CPU threads for the encoder's kernels; 0 = one per core.
+    pub threads: usize,
+    /// Tokens in one forward pass.
+    pub max_batch_tokens: usize,
+    /// Sequences in one forward pass.
+    pub max_batch_size: usize,
+    /// Download from the Hugging Face Hub when the files are not local.
+    pub allow_download: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,helpdesk=debug`. `RUST_LOG` wins.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            models_dir: PathBuf::from("models"),
+            server: ServerSettings::default(),
+            model: ModelSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 2 * 1024 * 1024,
+            max_inputs: 256,
+            max_concurrent_requests: 512,
+        }
+    }
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            name: "all-minilm-l6-v2".into(),
+            device: DeviceKind::Cpu,
+            threads: 0,
+            // ~2 batches of 32 ticket sentences: big enough to keep the
+            // matmuls efficient, small enough that a single sentence arriving
+            // behind it waits little.
+            max_batch_tokens: 4096,
+            max_batch_size: 128,
+            allow_download: true,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Defaults, then `file` (required when given; `helpdesk.toml` in the
+    /// working directory when present otherwise), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(f) if !f.is_file() => return Err(ConfigError::MissingFile(f.to_path_buf())),
+            Some(f) => fig = fig.merge(Toml::file_exact(f)),
+            None if Path::new("helpdesk.toml").is_file() => {
+                fig = fig.merge(Toml::file_exact("helpdesk.toml"))
+            }
+            None => {}
+        }
+        let fig = fig.merge(Env::prefixed("HELPDESK__").split("__"));
+        let settings: Settings = fig.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.server.max_inputs == 0 {
+            return bad("server.max_inputs must be at least 1");
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return bad("server.max_concurrent_requests must be at least 1");
+        }
+        if self.server.max_body_bytes < 1024 {
+            return bad("server.max_body_bytes must be at least 1024");
+        }
+        if self.model.max_batch_tokens < 256 {
+            return bad("model.max_batch_tokens must be at least 256 (one full-length input)");
+        }
+        if self.model.max_batch_size == 0 {
+            return bad("model.max_batch_size must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_batch_tokens: self.model.max_batch_tokens,
+            max_batch_size: self.model.max_batch_size,
+            max_concurrent_requests: self.server.max_concurrent_requests,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "[server]\nbind = \"0.0.0.0:9000\"\nmax_inputs = 64\n[model]\nmax_batch_tokens = 2048\n",
+            )?;
+            jail.set_env("HELPDESK__SERVER__BIND", "127.0.0.1:7000");
+            let s = Settings::load(Some(Path::new("custom.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.bind, "127.0.0.1:7000".parse().unwrap());
+            assert_eq!(s.server.max_inputs, 64);
+            assert_eq!(s.model.max_batch_tokens, 2048);
+            assert_eq!(s.model.name, "all-minilm-l6-v2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn helpdesk_toml_in_the_working_directory_is_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("helpdesk.toml", "data_dir = \"/srv/helpdesk\"\n")?;
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.data_dir, PathBuf::from("/srv/helpdesk"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "[server]\nbindd = \"x\"\n")?;
+            assert!(Settings::load(Some(Path::new("a.toml"))).is_err());
+            jail.create_file("b.toml", "[model]\nmax_batch_size = 0\n")?;
+            let err = Settings::load(Some(Path::new("b.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("max_batch_size"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        assert!(matches!(
+            Settings::load(Some(Path::new("/nonexistent/helpdesk.toml"))),
+            Err(ConfigError::MissingFile(_))
+        ));
+    }
+}

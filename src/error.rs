@@ -1,0 +1,131 @@
+//! The one HTTP error type. Its status is decided in exactly one match; 5xx
+//! bodies are opaque and their cause is logged.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::inference::InferenceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed but wrong: missing fields, wrong types, bad values (422).
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Body or input list too large (413).
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Too many requests in flight (429).
+    #[error("the service is overloaded; retry later")]
+    Overloaded,
+    /// The model is still loading or failed to load (503).
+    #[error("{0}")]
+    NotReady(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+    /// TEI's field, so TEI clients recognise the error.
+    error_type: &'a str,
+}
+
+impl ApiError {
+    pub fn validation(msg: impl Into<String>) -> Self {
+        Self::Validation(msg.into())
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Validation"),
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Validation"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Validation"),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Validation",
+            ),
+            Self::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded", "Overloaded"),
+            Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Unhealthy"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Backend"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, error_type) = self.parts();
+        let error = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(error = ?cause, "request failed");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        (
+            status,
+            Json(ErrorBody {
+                error,
+                code,
+                error_type,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        match e {
+            InferenceError::TooLong { .. } => Self::Validation(e.to_string()),
+            InferenceError::Overloaded => Self::Overloaded,
+            InferenceError::Stopped => Self::NotReady(e.to_string()),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let msg = r.body_text();
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::TooLarge(msg);
+        }
+        match r {
+            JsonRejection::JsonDataError(_) => Self::Validation(msg),
+            JsonRejection::JsonSyntaxError(_) => Self::BadRequest(msg),
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(msg),
+            _ => Self::BadRequest(msg),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::Validation(r.body_text())
+    }
+}
+
+/// `Json<T>` whose rejections are JSON errors like every other error.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}

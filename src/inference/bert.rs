@@ -1,0 +1,299 @@
+//! BERT encoder on packed sequences.
+//!
+//! A batch's tokens are laid end to end as one `[tokens, hidden]` matrix, so
+//! every dense layer (95 % of the FLOPs at ticket lengths) multiplies only real
+//! tokens: no padding. Only attention, which mixes tokens within a sequence,
+//! gathers them into a padded `[batch, heads, len, len]` block and back.
+//! candle-transformers' `BertModel` pads everything instead; it is kept as the
+//! reference this encoder is tested and benchmarked against.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+use candle_transformers::models::bert::{Config, HiddenAct};
+
+use super::error::{InferenceError, Result};
+use super::kernels;
+
+struct Layer {
+    /// Query, key and value as one `[3H, H]` projection (query pre-scaled by
+    /// 1/sqrt(head_dim)): one matmul instead of three.
+    qkv: Linear,
+    attn_out: Linear,
+    ln1: Tensor,
+    inter: Linear,
+    out: Linear,
+    ln2: Tensor,
+}
+
+pub struct PackedBert {
+    word: Tensor,
+    position: Tensor,
+    token_type0: Tensor,
+    emb_ln: Tensor,
+    layers: Vec<Layer>,
+    heads: usize,
+    head_dim: usize,
+    hidden: usize,
+    eps: f32,
+    device: Device,
+}
+
+/// Token ids of several sequences laid end to end.
+#[derive(Debug, Clone, Default)]
+pub struct Packed {
+    pub ids: Vec<u32>,
+    pub lens: Vec<usize>,
+}
+
+impl Packed {
+    pub fn push(&mut self, ids: &[u32]) {
+        self.ids.extend_from_slice(ids);
+        self.lens.push(ids.len());
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.lens.iter().copied().max().unwrap_or(0)
+    }
+}
+
+fn ln_params(vb: &VarBuilder, hidden: usize) -> candle_core::Result<Tensor> {
+    let w = vb.get(hidden, "weight")?;
+    let b = vb.get(hidden, "bias")?;
+    Tensor::stack(&[&w, &b], 0)
+}
+
+fn linear(vb: VarBuilder, din: usize, dout: usize) -> candle_core::Result<Linear> {
+    Ok(Linear::new(
+        vb.get((dout, din), "weight")?,
+        Some(vb.get(dout, "bias")?),
+    ))
+}
+
+impl PackedBert {
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        if !matches!(cfg.hidden_act, HiddenAct::Gelu) {
+            return Err(InferenceError::invalid_file(
+                "config.json",
+                "only hidden_act = gelu (erf) BERT models are supported",
+            ));
+        }
+        let h = cfg.hidden_size;
+        let heads = cfg.num_attention_heads;
+        let head_dim = h / heads;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let emb = vb.pp("embeddings");
+        let word = emb.get((cfg.vocab_size, h), "word_embeddings.weight")?;
+        let position = emb.get(
+            (cfg.max_position_embeddings, h),
+            "position_embeddings.weight",
+        )?;
+        let token_type0 = emb
+            .get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?
+            .i(0)?;
+        let emb_ln = ln_params(&emb.pp("LayerNorm"), h)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("encoder.layer.{i}"));
+                let att = vb.pp("attention.self");
+                let q = linear(att.pp("query"), h, h)?;
+                let k = linear(att.pp("key"), h, h)?;
+                let v = linear(att.pp("value"), h, h)?;
+                let qkv_w = Tensor::cat(&[&(q.weight() * scale)?, k.weight(), v.weight()], 0)?;
+                let qkv_b = Tensor::cat(
+                    &[
+                        &(q.bias().expect("has bias") * scale)?,
+                        k.bias().expect("has bias"),
+                        v.bias().expect("has bias"),
+                    ],
+                    0,
+                )?;
+                Ok(Layer {
+                    qkv: Linear::new(qkv_w, Some(qkv_b)),
+                    attn_out: linear(vb.pp("attention.output.dense"), h, h)?,
+                    ln1: ln_params(&vb.pp("attention.output.LayerNorm"), h)?,
+                    inter: linear(vb.pp("intermediate.dense"), h, cfg.intermediate_size)?,
+                    out: linear(vb.pp("output.dense"), cfg.intermediate_size, h)?,
+                    ln2: ln_params(&vb.pp("output.LayerNorm"), h)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            word,
+            position,
+            token_type0,
+            emb_ln,
+            layers,
+            heads,
+            head_dim,
+            hidden: h,
+            eps: cfg.layer_norm_eps as f32,
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Runs the encoder and mean-pools each sequence: `[sequences, hidden]`.
+    pub fn forward_mean(&self, batch: &Packed) -> Result<Tensor> {
+        let hidden = self.forward(batch)?;
+        let pool = mean_pool_matrix(&batch.lens, &self.device)?;
+        Ok(pool.matmul(&hidden)?)
+    }
+
+    /// Last hidden state of every token: `[tokens, hidden]`.
+    pub fn forward(&self, batch: &Packed) -> Result<Tensor> {
+        let t = batch.tokens();
+        let b = batch.lens.len();
+        let l = batch.max_len();
+        let dev = &self.device;
+        let ids = Tensor::from_slice(&batch.ids, t, dev)?;
+        let pos: Vec<u32> = batch.lens.iter().flat_map(|&n| 0..n as u32).collect();
+        let pos = Tensor::from_vec(pos, t, dev)?;
+        let emb = self.word.index_select(&ids, 0)?;
+        let emb_extra = self
+            .position
+            .index_select(&pos, 0)?
+            .broadcast_add(&self.token_type0)?;
+        let mut x = kernels::add_layer_norm(&emb, &emb_extra, &self.emb_ln, self.eps)?;
+
+        let gather = Gather::new(&batch.lens, dev)?;
+        for layer in &self.layers {
+            let qkv = layer.qkv.forward(&x)?;
+            let ctx = self.attention(&qkv, &gather, b, l)?;
+            let attn = layer.attn_out.forward(&ctx)?;
+            x = kernels::add_layer_norm(&attn, &x, &layer.ln1, self.eps)?;
+            let inter = kernels::gelu(&layer.inter.forward(&x)?)?;
+            let out = layer.out.forward(&inter)?;
+            x = kernels::add_layer_norm(&out, &x, &layer.ln2, self.eps)?;
+        }
+        Ok(x)
+    }
+
+    /// Self-attention of packed `[T, 3H]` projections; returns `[T, H]`.
+    fn attention(&self, qkv: &Tensor, g: &Gather, b: usize, l: usize) -> Result<Tensor> {
+        let (nh, hd, h) = (self.heads, self.head_dim, self.hidden);
+        // [T, 3H] -> [B, L, 3, NH, HD] (padded rows repeat token 0 and are masked).
+        let padded = match &g.pad {
+            Some(idx) => qkv.index_select(idx, 0)?,
+            None => qkv.clone(),
+        }
+        .reshape((b, l, 3, nh, hd))?;
+        let part = |i: usize| -> candle_core::Result<Tensor> {
+            padded.i((.., .., i))?.transpose(1, 2)?.contiguous()
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(mask) = &g.mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * l, h))?;
+        Ok(match &g.unpad {
+            Some(idx) => ctx.index_select(idx, 0)?,
+            None => ctx,
+        })
+    }
+}
+
+/// Index maps between packed tokens and the padded attention block; all
+/// `None` when every sequence has the same length (nothing to gather).
+struct Gather {
+    pad: Option<Tensor>,
+    unpad: Option<Tensor>,
+    mask: Option<Tensor>,
+}
+
+impl Gather {
+    fn new(lens: &[usize], dev: &Device) -> candle_core::Result<Self> {
+        let l = lens.iter().copied().max().unwrap_or(0);
+        if lens.iter().all(|&n| n == l) {
+            return Ok(Self {
+                pad: None,
+                unpad: None,
+                mask: None,
+            });
+        }
+        let b = lens.len();
+        let mut pad = Vec::with_capacity(b * l);
+        let mut unpad = Vec::with_capacity(lens.iter().sum());
+        let mut mask = Vec::with_capacity(b * l);
+        let mut offset = 0u32;
+        for (s, &n) in lens.iter().enumerate() {
+            for j in 0..l {
+                let real = j < n;
+                pad.push(if real { offset + j as u32 } else { 0 });
+                mask.push(if real { 0f32 } else { f32::NEG_INFINITY });
+            }
+            unpad.extend((0..n as u32).map(|j| (s * l) as u32 + j));
+            offset += n as u32;
+        }
+        Ok(Self {
+            pad: Some(Tensor::from_vec(pad, b * l, dev)?),
+            unpad: Some(Tensor::from_vec(unpad, offset as usize, dev)?),
+            mask: Some(Tensor::from_vec(mask, (b, 1, 1, l), dev)?),
+        })
+    }
+}
+
+/// `[B, T]` matrix whose row b averages the tokens of sequence b.
+fn mean_pool_matrix(lens: &[usize], dev: &Device) -> candle_core::Result<Tensor> {
+    let t: usize = lens.iter().sum();
+    let mut m = vec![0f32; lens.len() * t];
+    let mut offset = 0;
+    for (row, &n) in lens.iter().enumerate() {
+        let w = 1.0 / n.max(1) as f32;
+        m[row * t + offset..row * t + offset + n].fill(w);
+        offset += n;
+    }
+    Tensor::from_vec(m, (lens.len(), t), dev)
+}
+
+/// L2-normalises each row.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f32::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// Mean pooling with candle-transformers' padded `BertModel`: the reference
+/// implementation, used by tests and the padding-waste benchmark.
+pub fn reference_mean(
+    model: &candle_transformers::models::bert::BertModel,
+    seqs: &[Vec<u32>],
+    dev: &Device,
+) -> Result<Tensor> {
+    let l = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(seqs.len() * l);
+    let mut mask = Vec::with_capacity(seqs.len() * l);
+    for s in seqs {
+        ids.extend(
+            s.iter()
+                .copied()
+                .chain(std::iter::repeat(0).take(l - s.len())),
+        );
+        mask.extend((0..l).map(|j| u32::from(j < s.len())));
+    }
+    let ids = Tensor::from_vec(ids, (seqs.len(), l), dev)?;
+    let mask = Tensor::from_vec(mask, (seqs.len(), l), dev)?;
+    let out = model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
+    let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let sum = out.broadcast_mul(&maskf)?.sum(1)?;
+    Ok(sum.broadcast_div(&maskf.sum(1)?)?)
+}

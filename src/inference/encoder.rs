@@ -1,0 +1,181 @@
+//! The text encoder: tokenizer + packed BERT + pooling, synchronous. It is
+//! driven by the batcher's thread; nothing here knows about HTTP.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use tokenizers::Tokenizer;
+
+use super::bert::{l2_normalize, Packed, PackedBert};
+use super::error::{InferenceError, Result};
+use super::files::ModelPaths;
+use super::registry::{ModelSpec, Pooling};
+
+pub struct TextEncoder {
+    name: String,
+    tokenizer: Arc<TextTokenizer>,
+    model: PackedBert,
+    pooling: Pooling,
+}
+
+/// The tokenizer half of the encoder, shared with request handlers so text is
+/// tokenized on their side and only ids cross to the model thread.
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    max_len: usize,
+    cls_id: u32,
+    sep_id: u32,
+}
+
+/// One tokenized input: its ids (with [CLS]/[SEP]) and how long it was before truncation.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    pub ids: Vec<u32>,
+    pub untruncated_len: usize,
+}
+
+impl TextEncoder {
+    #[tracing::instrument(skip_all, fields(model = name))]
+    pub fn load(name: &str, spec: &ModelSpec, paths: &ModelPaths, device: &Device) -> Result<Self> {
+        let mut tokenizer = Tokenizer::from_file(&paths.tokenizer)
+            .map_err(|e| InferenceError::invalid_file(&paths.tokenizer, e))?;
+        // The shipped tokenizer.json pads every input to 128 and truncates at
+        // 128; the model's own limit is max_seq_length (256). Padding is ours
+        // to do (we pack instead), and truncation is done by `tokenize`.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        let token = |t: &str| {
+            tokenizer.token_to_id(t).ok_or_else(|| {
+                InferenceError::invalid_file(&paths.tokenizer, format!("no {t} token"))
+            })
+        };
+        let (cls_id, sep_id) = (token("[CLS]")?, token("[SEP]")?);
+
+        let config_text = std::fs::read_to_string(&paths.config)
+            .map_err(|e| InferenceError::io(format!("read {}", paths.config.display()), e))?;
+        let config: candle_transformers::models::bert::Config = serde_json::from_str(&config_text)
+            .map_err(|e| InferenceError::invalid_file(&paths.config, e))?;
+        // Safety: the weights file is only read; it must not be changed while mapped.
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&paths.weights], DType::F32, device)? };
+        let model = PackedBert::load(vb, &config)?;
+        let max_len = spec.max_seq_length.min(config.max_position_embeddings);
+        Ok(Self {
+            name: name.to_string(),
+            tokenizer: Arc::new(TextTokenizer {
+                tokenizer,
+                max_len,
+                cls_id,
+                sep_id,
+            }),
+            model,
+            pooling: spec.pooling,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn max_input_tokens(&self) -> usize {
+        self.tokenizer.max_len
+    }
+
+    pub fn dims(&self) -> usize {
+        self.model.hidden_size()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    pub fn tokenizer(&self) -> &Arc<TextTokenizer> {
+        &self.tokenizer
+    }
+    /// Embeds already-tokenized sequences in one forward pass.
+    pub fn embed_tokens(&self, seqs: &[&[u32]], normalize: bool) -> Result<Vec<Vec<f32>>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut packed = Packed::default();
+        for s in seqs {
+            packed.push(s);
+        }
+        let pooled = match self.pooling {
+            Pooling::Mean => self.model.forward_mean(&packed)?,
+            Pooling::Cls => {
+                let hidden = self.model.forward(&packed)?;
+                let starts: Vec<u32> = packed
+                    .lens
+                    .iter()
+                    .scan(0u32, |off, &n| {
+                        let s = *off;
+                        *off += n as u32;
+                        Some(s)
+                    })
+                    .collect();
+                let idx = candle_core::Tensor::from_vec(starts, seqs.len(), hidden.device())?;
+                hidden.index_select(&idx, 0)?
+            }
+        };
+        let pooled = if normalize {
+            l2_normalize(&pooled)?
+        } else {
+            pooled
+        };
+        Ok(pooled.to_vec2::<f32>()?)
+    }
+
+    /// Tokenize and embed: the convenience path for the CLI and tests.
+    pub fn embed(&self, texts: &[&str], normalize: bool, truncate: bool) -> Result<Vec<Vec<f32>>> {
+        let toks = self.tokenizer.tokenize(texts, truncate)?;
+        let seqs: Vec<&[u32]> = toks.iter().map(|t| t.ids.as_slice()).collect();
+        self.embed_tokens(&seqs, normalize)
+    }
+}
+
+impl TextTokenizer {
+    pub fn max_input_tokens(&self) -> usize {
+        self.max_len
+    }
+
+    /// Tokenizes with [CLS]/[SEP]; longer than the model's limit is cut
+    /// (keeping [SEP] last) when `truncate`, an error otherwise.
+    pub fn tokenize(&self, texts: &[&str], truncate: bool) -> Result<Vec<Tokenized>> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let enc = self
+                    .tokenizer
+                    .encode_fast(*text, true)
+                    .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+                let mut ids = enc.get_ids().to_vec();
+                if ids.len() < 2 || ids[0] != self.cls_id {
+                    return Err(InferenceError::Tokenizer(
+                        "tokenizer did not add [CLS]/[SEP]".into(),
+                    ));
+                }
+                let untruncated_len = ids.len();
+                if ids.len() > self.max_len {
+                    if !truncate {
+                        return Err(InferenceError::TooLong {
+                            index,
+                            tokens: ids.len(),
+                            max: self.max_len,
+                        });
+                    }
+                    ids.truncate(self.max_len - 1);
+                    ids.push(self.sep_id);
+                }
+                Ok(Tokenized {
+                    ids,
+                    untruncated_len,
+                })
+            })
+            .collect()
+    }
+}

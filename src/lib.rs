@@ -1,0 +1,11 @@
+//! helpdesk-ai: a self-hosted helpdesk whose heart is a local AI-analysis
+//! service. See DESIGN notes in README.md for the module map.
+
+pub mod ai;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod inference;
+pub mod metrics;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,103 @@
+//! The encoder against sentence-transformers' own vectors.
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use helpdesk::inference::{bert, load_text_encoder, DeviceKind};
+
+use crate::helpers::{cosine, models_dir, norm, reference, require_model, MODEL};
+
+#[test]
+fn every_reference_text_embeds_within_1e4_cosine_of_sentence_transformers() {
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let refs = reference();
+    assert_eq!(refs.len(), 60);
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    // All at once (one packed batch) and one by one must both match.
+    let batched = enc.embed(&texts, false, true).unwrap();
+    let mut worst: f64 = 1.0;
+    for (i, r) in refs.iter().enumerate() {
+        let single = enc.embed(&[&r.text], false, true).unwrap().remove(0);
+        let (cb, cs) = (
+            cosine(&batched[i], &r.embedding),
+            cosine(&single, &r.embedding),
+        );
+        assert!(cb >= 0.9999, "text {i} batched cosine {cb}: {}", r.text);
+        assert!(cs >= 0.9999, "text {i} single cosine {cs}: {}", r.text);
+        worst = worst.min(cb).min(cs);
+    }
+    eprintln!("worst cosine to reference: {worst:.7}");
+}
+
+#[test]
+fn token_counts_match_the_reference_tokenizer_and_truncate_at_256() {
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let toks = enc.tokenizer().tokenize(&texts, true).unwrap();
+    let mut over_128 = 0;
+    for (t, r) in toks.iter().zip(&refs) {
+        assert_eq!(t.untruncated_len, r.tokens_untruncated, "{}", r.text);
+        assert_eq!(t.ids.len(), r.tokens_untruncated.min(256));
+        over_128 += usize::from(r.tokens_untruncated > 128);
+    }
+    // The fixture must exercise the tokenizer.json's 128-token trap.
+    assert!(over_128 >= 3);
+}
+
+#[test]
+fn too_long_input_without_truncate_is_an_error_naming_the_limit() {
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let long = "printer ".repeat(400);
+    let err = enc.embed(&[&long], true, false).unwrap_err().to_string();
+    assert!(err.contains("limit of 256"), "{err}");
+}
+
+#[test]
+fn normalize_gives_unit_vectors_and_raw_vectors_keep_their_length() {
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let n = enc.embed(&["VPN is down"], true, false).unwrap().remove(0);
+    let raw = enc.embed(&["VPN is down"], false, false).unwrap().remove(0);
+    assert!((norm(&n) - 1.0).abs() < 1e-5);
+    assert!(
+        (norm(&raw) - 1.0).abs() > 0.01,
+        "mean pooling is not unit length"
+    );
+    assert!(cosine(&n, &raw) > 0.99999);
+}
+
+#[test]
+fn packed_encoder_agrees_with_candle_transformers_padded_bert() {
+    require_model();
+    let dir = models_dir().join(MODEL);
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let cfg: candle_transformers::models::bert::Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let reference = candle_transformers::models::bert::BertModel::load(vb, &cfg).unwrap();
+    let texts = [
+        "short",
+        "a somewhat longer ticket about a broken monitor on floor three",
+        "x y z",
+    ];
+    let toks = enc.tokenizer().tokenize(&texts, true).unwrap();
+    let seqs: Vec<Vec<u32>> = toks.into_iter().map(|t| t.ids).collect();
+    let padded = bert::reference_mean(&reference, &seqs, &Device::Cpu)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let packed = enc.embed(&texts, false, true).unwrap();
+    for (a, b) in padded.iter().zip(&packed) {
+        assert!(cosine(a, b) > 0.99999, "cosine {}", cosine(a, b));
+    }
+}

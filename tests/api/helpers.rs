@@ -1,0 +1,120 @@
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use helpdesk::ai::AiState;
+use helpdesk::config::Settings;
+use helpdesk::startup::Application;
+
+pub const MODEL: &str = "all-minilm-l6-v2";
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn models_dir() -> PathBuf {
+    repo_path("models")
+}
+
+/// Fails loudly when the model is missing: tests never pass by skipping.
+pub fn require_model() {
+    let dir = models_dir().join(MODEL);
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "model files missing in {}: run scripts/fetch-models.sh first",
+        dir.display()
+    );
+}
+
+pub fn test_settings() -> Settings {
+    let mut s = Settings::default();
+    s.server.bind = "127.0.0.1:0".parse().unwrap();
+    s.models_dir = models_dir();
+    s.model.allow_download = false;
+    s
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AiState,
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{}", self.address, path))
+            .json(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.address, path))
+            .send()
+            .await
+            .expect("request failed")
+    }
+}
+
+/// Starts the real application on port 0 and waits until it is ready.
+pub async fn spawn_app() -> TestApp {
+    require_model();
+    spawn_app_with(test_settings(), true).await
+}
+
+pub async fn spawn_app_with(settings: Settings, wait_ready: bool) -> TestApp {
+    let app = Application::build(settings).await.expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let test_app = TestApp {
+        address,
+        client,
+        state,
+    };
+    if wait_ready {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = test_app.get("/ready").await;
+            if r.status() == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "app not ready: {}",
+                r.text().await.unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    test_app
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+pub fn norm(a: &[f32]) -> f64 {
+    a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+#[derive(serde::Deserialize)]
+pub struct Reference {
+    pub text: String,
+    pub tokens_untruncated: usize,
+    pub embedding: Vec<f32>,
+}
+
+pub fn reference() -> Vec<Reference> {
+    std::fs::read_to_string(repo_path("tests/fixtures/minilm_reference.jsonl"))
+        .expect("reference fixture")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("reference line"))
+        .collect()
+}
