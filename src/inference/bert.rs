@@ -7,21 +7,33 @@
 //! candle-transformers' `BertModel` pads everything instead; it is kept as the
 //! reference this encoder is tested and benchmarked against.
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
 use super::error::{InferenceError, Result};
-use super::kernels;
+use super::kernels::{self, Activation};
+
+/// A dense layer as stored: weight `[out, in]`, bias `[out]`.
+struct Dense {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Dense {
+    fn forward(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+        kernels::dense(x, &self.w, &self.b, act)
+    }
+}
 
 struct Layer {
     /// Query, key and value as one `[3H, H]` projection (query pre-scaled by
     /// 1/sqrt(head_dim)): one matmul instead of three.
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: Dense,
+    attn_out: Dense,
     ln1: Tensor,
-    inter: Linear,
-    out: Linear,
+    inter: Dense,
+    out: Dense,
     ln2: Tensor,
 }
 
@@ -36,6 +48,8 @@ pub struct PackedBert {
     hidden: usize,
     eps: f32,
     device: Device,
+    /// Fused unpadded attention (CPU) or candle's padded batched matmul.
+    padded_attention: bool,
 }
 
 /// Token ids of several sequences laid end to end.
@@ -66,11 +80,11 @@ fn ln_params(vb: &VarBuilder, hidden: usize) -> candle_core::Result<Tensor> {
     Tensor::stack(&[&w, &b], 0)
 }
 
-fn linear(vb: VarBuilder, din: usize, dout: usize) -> candle_core::Result<Linear> {
-    Ok(Linear::new(
-        vb.get((dout, din), "weight")?,
-        Some(vb.get(dout, "bias")?),
-    ))
+fn dense(vb: VarBuilder, din: usize, dout: usize) -> candle_core::Result<Dense> {
+    Ok(Dense {
+        w: vb.get((dout, din), "weight")?,
+        b: vb.get(dout, "bias")?,
+    })
 }
 
 impl PackedBert {
@@ -99,24 +113,19 @@ impl PackedBert {
             .map(|i| {
                 let vb = vb.pp(format!("encoder.layer.{i}"));
                 let att = vb.pp("attention.self");
-                let q = linear(att.pp("query"), h, h)?;
-                let k = linear(att.pp("key"), h, h)?;
-                let v = linear(att.pp("value"), h, h)?;
-                let qkv_w = Tensor::cat(&[&(q.weight() * scale)?, k.weight(), v.weight()], 0)?;
-                let qkv_b = Tensor::cat(
-                    &[
-                        &(q.bias().expect("has bias") * scale)?,
-                        k.bias().expect("has bias"),
-                        v.bias().expect("has bias"),
-                    ],
-                    0,
-                )?;
+                let q = dense(att.pp("query"), h, h)?;
+                let k = dense(att.pp("key"), h, h)?;
+                let v = dense(att.pp("value"), h, h)?;
+                let qkv = Dense {
+                    w: Tensor::cat(&[&(q.w * scale)?, &k.w, &v.w], 0)?,
+                    b: Tensor::cat(&[&(q.b * scale)?, &k.b, &v.b], 0)?,
+                };
                 Ok(Layer {
-                    qkv: Linear::new(qkv_w, Some(qkv_b)),
-                    attn_out: linear(vb.pp("attention.output.dense"), h, h)?,
+                    qkv,
+                    attn_out: dense(vb.pp("attention.output.dense"), h, h)?,
                     ln1: ln_params(&vb.pp("attention.output.LayerNorm"), h)?,
-                    inter: linear(vb.pp("intermediate.dense"), h, cfg.intermediate_size)?,
-                    out: linear(vb.pp("output.dense"), cfg.intermediate_size, h)?,
+                    inter: dense(vb.pp("intermediate.dense"), h, cfg.intermediate_size)?,
+                    out: dense(vb.pp("output.dense"), cfg.intermediate_size, h)?,
                     ln2: ln_params(&vb.pp("output.LayerNorm"), h)?,
                 })
             })
@@ -131,8 +140,16 @@ impl PackedBert {
             head_dim,
             hidden: h,
             eps: cfg.layer_norm_eps as f32,
+            padded_attention: !vb.device().is_cpu(),
             device: vb.device().clone(),
         })
+    }
+
+    /// Uses the padded attention path (the GPU one) on any device: lets a
+    /// CPU test check that path against the fused kernel.
+    pub fn with_padded_attention(mut self, padded: bool) -> Self {
+        self.padded_attention = padded;
+        self
     }
 
     pub fn device(&self) -> &Device {
@@ -166,20 +183,34 @@ impl PackedBert {
             .broadcast_add(&self.token_type0)?;
         let mut x = kernels::add_layer_norm(&emb, &emb_extra, &self.emb_ln, self.eps)?;
 
-        let gather = Gather::new(&batch.lens, dev)?;
+        // CPU: attention runs unpadded in one fused kernel. Other devices:
+        // gather into a padded block for candle's batched matmul.
+        let gather = if self.padded_attention {
+            Some(Gather::new(&batch.lens, dev)?)
+        } else {
+            None
+        };
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?;
-            let ctx = self.attention(&qkv, &gather, b, l)?;
-            let attn = layer.attn_out.forward(&ctx)?;
+            let qkv = layer.qkv.forward(&x, Activation::None)?;
+            let ctx = match &gather {
+                None => qkv.apply_op1_no_bwd(&kernels::PackedAttention {
+                    lens: batch.lens.clone(),
+                    heads: self.heads,
+                    head_dim: self.head_dim,
+                })?,
+                Some(g) => self.attention(&qkv, g, b, l)?,
+            };
+            let attn = layer.attn_out.forward(&ctx, Activation::None)?;
             x = kernels::add_layer_norm(&attn, &x, &layer.ln1, self.eps)?;
-            let inter = kernels::gelu(&layer.inter.forward(&x)?)?;
-            let out = layer.out.forward(&inter)?;
+            let inter = layer.inter.forward(&x, Activation::Gelu)?;
+            let out = layer.out.forward(&inter, Activation::None)?;
             x = kernels::add_layer_norm(&out, &x, &layer.ln2, self.eps)?;
         }
         Ok(x)
     }
 
-    /// Self-attention of packed `[T, 3H]` projections; returns `[T, H]`.
+    /// Self-attention of packed `[T, 3H]` projections through a padded block
+    /// (GPU path); returns `[T, H]`.
     fn attention(&self, qkv: &Tensor, g: &Gather, b: usize, l: usize) -> Result<Tensor> {
         let (nh, hd, h) = (self.heads, self.head_dim, self.hidden);
         // [T, 3H] -> [B, L, 3, NH, HD] (padded rows repeat token 0 and are masked).

@@ -50,6 +50,37 @@ pub fn gelu_erf(x: f32) -> f32 {
 
 const CHUNK: usize = 16 * 1024;
 
+/// Sum with eight independent accumulators, so it vectorises (a plain fold
+/// is a serial chain of adds the compiler may not reorder).
+#[inline(always)]
+fn lanes_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn lanes_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    acc.iter().fold(tail, |m, &x| if x > m { x } else { m })
+}
+
 fn contiguous<'a>(s: &'a [f32], l: &Layout, what: &str) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
@@ -235,5 +266,234 @@ mod tests {
         let want = x.gelu_erf().unwrap();
         let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+}
+
+/// What to apply to a dense layer's output in the same pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    Gelu,
+}
+
+/// `act(x · wᵀ + b)` in one gemm call: the output buffer starts as the bias
+/// rows and gemm accumulates into it, then GELU (if any) runs over it while it
+/// is still in cache. `w` is `[out, in]` as stored in the checkpoint.
+pub struct DenseOp {
+    pub act: Activation,
+}
+
+impl CustomOp3 for DenseOp {
+    fn name(&self) -> &'static str {
+        "dense-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(f32_slice(xs, self.name())?, xl, self.name())?;
+        let w = contiguous(f32_slice(ws, self.name())?, wl, self.name())?;
+        let b = contiguous(f32_slice(bs, self.name())?, bl, self.name())?;
+        let (m, k) = xl.shape().dims2()?;
+        let (n, k2) = wl.shape().dims2()?;
+        if k != k2 || b.len() != n {
+            candle_core::bail!("dense: x is {m}x{k}, w is {n}x{k2}, b has {}", b.len());
+        }
+        let mut dst = vec![0f32; m * n];
+        dst.par_chunks_mut(n * (CHUNK / n).max(1))
+            .for_each(|rows| rows.chunks_mut(n).for_each(|r| r.copy_from_slice(b)));
+        let threads = rayon::current_num_threads();
+        // Safety: the pointers and strides describe the three buffers above,
+        // whose sizes were checked: x is m×k row-major, wᵀ is read as k×n with
+        // row stride 1 and column stride k, dst is m×n row-major.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
+            );
+        }
+        if self.act == Activation::Gelu {
+            dst.par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_erf(*v)));
+        }
+        Ok((CpuStorage::F32(dst), Shape::from((m, n))))
+    }
+}
+
+/// `act(x · wᵀ + b)`: the fused kernel on CPU, candle's ops elsewhere.
+pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, act: Activation) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        return x.apply_op3_no_bwd(w, b, &DenseOp { act });
+    }
+    let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+    match act {
+        Activation::None => Ok(y),
+        Activation::Gelu => y.gelu_erf(),
+    }
+}
+
+/// A raw pointer that rayon tasks may share because each writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    // A method, so closures capture the whole (Sync) wrapper, not the bare pointer.
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Self-attention over packed sequences, without padding: input `[T, 3H]`
+/// (query, key, value projections side by side, query pre-scaled), output
+/// `[T, H]`. One rayon task per (sequence, head): it transposes that head's
+/// keys so scores are computed as axpys over keys, then softmax, then the
+/// probability-weighted sum of values, all in a few KB of cache.
+pub struct PackedAttention {
+    pub lens: Vec<usize>,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl CustomOp1 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "packed-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = contiguous(f32_slice(s, self.name())?, l, self.name())?;
+        let (t, three_h) = l.shape().dims2()?;
+        let (nh, hd) = (self.heads, self.head_dim);
+        let h = nh * hd;
+        if three_h != 3 * h || self.lens.iter().sum::<usize>() != t {
+            candle_core::bail!(
+                "packed-attention: qkv is {t}x{three_h}, lens sum to {}",
+                self.lens.iter().sum::<usize>()
+            );
+        }
+        let mut offsets = Vec::with_capacity(self.lens.len());
+        let mut acc = 0;
+        for &n in &self.lens {
+            offsets.push(acc);
+            acc += n;
+        }
+        let mut out = vec![0f32; t * h];
+        let shared = SharedOut(out.as_mut_ptr());
+        (0..self.lens.len() * nh).into_par_iter().for_each(|task| {
+            let (seq, head) = (task / nh, task % nh);
+            let (n, off) = (self.lens[seq], offsets[seq]);
+            let row = |i: usize, part: usize| {
+                let start = (off + i) * three_h + part * h + head * hd;
+                &qkv[start..start + hd]
+            };
+            let mut kt = vec![0f32; hd * n];
+            let mut v = vec![0f32; n * hd];
+            for j in 0..n {
+                for (d, &kv) in row(j, 1).iter().enumerate() {
+                    kt[d * n + j] = kv;
+                }
+                v[j * hd..(j + 1) * hd].copy_from_slice(row(j, 2));
+            }
+            let mut scores = vec![0f32; n];
+            let mut ctx = vec![0f32; hd];
+            for i in 0..n {
+                scores.fill(0.0);
+                for (d, &qd) in row(i, 0).iter().enumerate() {
+                    for (s, &k) in scores.iter_mut().zip(&kt[d * n..(d + 1) * n]) {
+                        *s = qd.mul_add(k, *s);
+                    }
+                }
+                // Max, exp and sum as separate loops: each vectorises alone.
+                let max = lanes_max(&scores);
+                for s in scores.iter_mut() {
+                    *s = fast_exp(*s - max);
+                }
+                let inv = 1.0 / lanes_sum(&scores);
+                ctx.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    let p = p * inv;
+                    for (c, &vv) in ctx.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+                        *c = p.mul_add(vv, *c);
+                    }
+                }
+                // Safety: (sequence, head) tasks write disjoint ranges:
+                // token rows of this sequence, columns of this head.
+                unsafe {
+                    let dst = shared.ptr().add((off + i) * h + head * hd);
+                    std::ptr::copy_nonoverlapping(ctx.as_ptr(), dst, hd);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((t, h))))
+    }
+}
+
+#[cfg(test)]
+mod dense_tests {
+    use super::*;
+
+    #[test]
+    fn fused_dense_matches_matmul_plus_bias_then_gelu() {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (37, 64), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.2, (96, 64), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.5, 96, &dev).unwrap();
+        let linear = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        for (act, want) in [
+            (Activation::None, linear.clone()),
+            (Activation::Gelu, linear.gelu_erf().unwrap()),
+        ] {
+            let got = dense(&x, &w, &b, act).unwrap();
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{act:?}: max diff {diff}");
+        }
+    }
+
+    #[test]
+    fn dense_rejects_mismatched_shapes() {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::zeros((2, 8), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((4, 9), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap();
+        assert!(dense(&x, &w, &b, Activation::None).is_err());
     }
 }

@@ -101,3 +101,42 @@ fn packed_encoder_agrees_with_candle_transformers_padded_bert() {
         assert!(cosine(a, b) > 0.99999, "cosine {}", cosine(a, b));
     }
 }
+
+#[test]
+fn padded_attention_path_used_on_gpus_agrees_with_the_fused_cpu_kernel() {
+    require_model();
+    let dir = models_dir().join(MODEL);
+    let cfg: candle_transformers::models::bert::Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let load = || {
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap()
+        };
+        bert::PackedBert::load(vb, &cfg).unwrap()
+    };
+    let fused = load();
+    let padded = load().with_padded_attention(true);
+    let mut batch = bert::Packed::default();
+    // Unequal lengths, so the gather, mask and un-gather are all exercised.
+    batch.push(&[101, 7592, 2088, 102]);
+    batch.push(&[101, 1996, 6140, 2003, 2006, 2543, 1999, 1996, 2436, 102]);
+    batch.push(&[101, 102]);
+    let a = fused
+        .forward_mean(&batch)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let b = padded
+        .forward_mean(&batch)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!(cosine(x, y) > 0.99999, "cosine {}", cosine(x, y));
+    }
+}
