@@ -314,11 +314,7 @@ pub fn reference_mean(
     let mut ids = Vec::with_capacity(seqs.len() * l);
     let mut mask = Vec::with_capacity(seqs.len() * l);
     for s in seqs {
-        ids.extend(
-            s.iter()
-                .copied()
-                .chain(std::iter::repeat(0).take(l - s.len())),
-        );
+        ids.extend(s.iter().copied().chain(std::iter::repeat_n(0, l - s.len())));
         mask.extend((0..l).map(|j| u32::from(j < s.len())));
     }
     let ids = Tensor::from_vec(ids, (seqs.len(), l), dev)?;
