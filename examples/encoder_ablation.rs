@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use helpdesk::inference::bert::{reference_mean, Packed, PackedBert};
+use helpdesk::inference::bert::{reference_mean, Packed, PackedBert, Precision};
 use helpdesk::inference::{load_text_encoder, DeviceKind};
 use serde_json::json;
 
@@ -114,6 +114,18 @@ fn main() {
             "packed dense, fused attention (default)",
             batch,
             run_packed(&fused, batch),
+            real_tokens,
+        );
+    }
+    let int8 = PackedBert::load(vb(), &cfg)
+        .unwrap()
+        .with_precision(Precision::Int8)
+        .unwrap();
+    for batch in [1, 32] {
+        report(
+            "int8 dense (Q8_0), fused attention",
+            batch,
+            run_packed(&int8, batch),
             real_tokens,
         );
     }

@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
-use super::bert::{l2_normalize, Packed, PackedBert};
+use super::bert::{l2_normalize, Packed, PackedBert, Precision};
 use super::error::{InferenceError, Result};
 use super::files::ModelPaths;
 use super::registry::{ModelSpec, Pooling};
@@ -74,6 +74,12 @@ impl TextEncoder {
             model,
             pooling: spec.pooling,
         })
+    }
+
+    /// Switches the dense layers to `precision` (int8 quantizes them now).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.model = self.model.with_precision(precision)?;
+        Ok(self)
     }
 
     pub fn name(&self) -> &str {

@@ -140,3 +140,25 @@ fn padded_attention_path_used_on_gpus_agrees_with_the_fused_cpu_kernel() {
         assert!(cosine(x, y) > 0.99999, "cosine {}", cosine(x, y));
     }
 }
+
+/// The int8 (Q8_0) path is an experiment, not offered in config: it is slower
+/// than f32 on this AVX2 CPU and its worst cosine, 0.9985, misses the 0.999
+/// bar (BENCHMARKS.md). This keeps its measured accuracy from regressing.
+#[test]
+fn int8_experiment_stays_within_its_measured_accuracy() {
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false)
+        .unwrap()
+        .with_precision(bert::Precision::Int8)
+        .unwrap();
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let got = enc.embed(&texts, true, true).unwrap();
+    let worst = got
+        .iter()
+        .zip(&refs)
+        .map(|(g, r)| cosine(g, &r.embedding))
+        .fold(1.0, f64::min);
+    eprintln!("int8 worst cosine to reference: {worst:.6}");
+    assert!(worst >= 0.998, "int8 worst cosine {worst}");
+}
