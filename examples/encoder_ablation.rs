@@ -69,6 +69,29 @@ fn main() {
         );
     };
 
+    // ABLATION=quick: only the default configuration, best of 5 (for A/B
+    // comparisons of a code change on a noisy machine).
+    if std::env::var("ABLATION").as_deref() == Ok("quick") {
+        let model = PackedBert::load(vb(), &cfg).unwrap();
+        let best = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                for chunk in seqs.chunks(32) {
+                    let mut p = Packed::default();
+                    chunk.iter().for_each(|s| p.push(s));
+                    model.forward_mean(&p).unwrap();
+                }
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        report(
+            "packed dense, fused attention (default), best of 5",
+            32,
+            best,
+            real_tokens,
+        );
+        return;
+    }
     let reference = BertModel::load(vb(), &cfg).unwrap();
     for sorted in [false, true] {
         let mut order: Vec<&Vec<u32>> = seqs.iter().collect();
