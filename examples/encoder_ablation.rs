@@ -69,26 +69,52 @@ fn main() {
         );
     };
 
-    // ABLATION=quick: only the default configuration, best of 5 (for A/B
-    // comparisons of a code change on a noisy machine).
+    // ABLATION=quick: only the default configuration, best of 5, interleaved
+    // with the same machine's f32 matmul (best of 5 too), so the fraction of
+    // the matmul peak is taken under the same conditions. For A/B comparisons
+    // of a code change on a noisy machine.
     if std::env::var("ABLATION").as_deref() == Ok("quick") {
         let model = PackedBert::load(vb(), &cfg).unwrap();
-        let best = (0..5)
-            .map(|_| {
-                let start = Instant::now();
-                for chunk in seqs.chunks(32) {
-                    let mut p = Packed::default();
-                    chunk.iter().for_each(|s| p.push(s));
-                    model.forward_mean(&p).unwrap();
-                }
-                start.elapsed().as_secs_f64()
+        let shapes = [
+            (2048usize, 384usize, 1536usize),
+            (2048, 1536, 384),
+            (2048, 384, 1152),
+        ];
+        let mats: Vec<_> = shapes
+            .iter()
+            .map(|&(m, k, n)| {
+                let a = candle_core::Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+                let w = candle_core::Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+                (a, w, 2.0 * (m * k * n) as f64)
             })
-            .fold(f64::INFINITY, f64::min);
+            .collect();
+        let (mut best, mut peak) = (f64::INFINITY, 0f64);
+        for _ in 0..5 {
+            let start = Instant::now();
+            for chunk in seqs.chunks(32) {
+                let mut p = Packed::default();
+                chunk.iter().for_each(|s| p.push(s));
+                model.forward_mean(&p).unwrap();
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+            for (a, w, flops) in &mats {
+                for _ in 0..3 {
+                    let start = Instant::now();
+                    a.matmul(&w.t().unwrap()).unwrap();
+                    peak = peak.max(flops / start.elapsed().as_secs_f64() / 1e9);
+                }
+            }
+        }
         report(
             "packed dense, fused attention (default), best of 5",
             32,
             best,
             real_tokens,
+        );
+        let gflops = real_tokens as f64 * 21.2e6 / best / 1e9;
+        println!(
+            "{}",
+            json!({ "matmul_peak_gflops": peak, "encoder_gflops": gflops, "fraction_of_peak": gflops / peak })
         );
         return;
     }

@@ -14,8 +14,10 @@ pub fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round();
+    // max/min and round-half-even map to single vector instructions
+    // (f32::clamp and f32::round do not), so loops over this vectorise.
+    let x = x.max(-87.0).min(88.0);
+    let n = (x * LOG2E).round_ties_even();
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p.mul_add(r, 1.398_199_9e-3);
