@@ -10,6 +10,7 @@ use rayon::prelude::*;
 /// exp(x) for f32 by range reduction and a degree-6 polynomial (Cephes
 /// `expf`); relative error ~1e-7, no branches, so loops over it vectorise.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // f32::clamp's NaN checks stop vectorisation
 pub fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
@@ -376,9 +377,10 @@ impl SharedOut {
 
 /// Self-attention over packed sequences, without padding: input `[T, 3H]`
 /// (query, key, value projections side by side, query pre-scaled), output
-/// `[T, H]`. One rayon task per (sequence, head): it transposes that head's
-/// keys so scores are computed as axpys over keys, then softmax, then the
-/// probability-weighted sum of values, all in a few KB of cache.
+/// `[T, H]`. One rayon task per (sequence, head): scores = Q·Kᵀ and the
+/// output P·V as two single-threaded gemm calls that read Q, K and V in place
+/// through their strides and write straight into the output's rows, with the
+/// softmax between them; nothing is padded, gathered or copied.
 pub struct PackedAttention {
     pub lens: Vec<usize>,
     pub heads: usize,
@@ -412,46 +414,73 @@ impl CustomOp1 for PackedAttention {
         (0..self.lens.len() * nh).into_par_iter().for_each(|task| {
             let (seq, head) = (task / nh, task % nh);
             let (n, off) = (self.lens[seq], offsets[seq]);
-            let row = |i: usize, part: usize| {
-                let start = (off + i) * three_h + part * h + head * hd;
-                &qkv[start..start + hd]
-            };
-            let mut kt = vec![0f32; hd * n];
-            let mut v = vec![0f32; n * hd];
-            for j in 0..n {
-                for (d, &kv) in row(j, 1).iter().enumerate() {
-                    kt[d * n + j] = kv;
-                }
-                v[j * hd..(j + 1) * hd].copy_from_slice(row(j, 2));
+            let q = &qkv[off * three_h + head * hd..];
+            let k = &qkv[off * three_h + h + head * hd..];
+            let v = &qkv[off * three_h + 2 * h + head * hd..];
+            let mut scores = vec![0f32; n * n];
+            // Safety (both gemm calls): q, k, v start at this head's columns of
+            // this sequence's first row and are read n rows of hd columns with
+            // row stride 3H (in bounds: the sequence's rows are in qkv);
+            // scores is n×n; the output block is n rows of hd columns with
+            // row stride H, written by this task alone.
+            unsafe {
+                // scores = Q · Kᵀ (K read transposed through its strides).
+                gemm::gemm(
+                    n,
+                    n,
+                    hd,
+                    scores.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    three_h as isize,
+                    k.as_ptr(),
+                    three_h as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
-            let mut scores = vec![0f32; n];
-            let mut ctx = vec![0f32; hd];
-            for i in 0..n {
-                scores.fill(0.0);
-                for (d, &qd) in row(i, 0).iter().enumerate() {
-                    for (s, &k) in scores.iter_mut().zip(&kt[d * n..(d + 1) * n]) {
-                        *s = qd.mul_add(k, *s);
-                    }
-                }
+            for s in scores.chunks_mut(n) {
                 // Max, exp and sum as separate loops: each vectorises alone.
-                let max = lanes_max(&scores);
-                for s in scores.iter_mut() {
-                    *s = fast_exp(*s - max);
+                let max = lanes_max(s);
+                for x in s.iter_mut() {
+                    *x = fast_exp(*x - max);
                 }
-                let inv = 1.0 / lanes_sum(&scores);
-                ctx.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    let p = p * inv;
-                    for (c, &vv) in ctx.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
-                        *c = p.mul_add(vv, *c);
-                    }
+                let inv = 1.0 / lanes_sum(s);
+                for x in s.iter_mut() {
+                    *x *= inv;
                 }
-                // Safety: (sequence, head) tasks write disjoint ranges:
-                // token rows of this sequence, columns of this head.
-                unsafe {
-                    let dst = shared.ptr().add((off + i) * h + head * hd);
-                    std::ptr::copy_nonoverlapping(ctx.as_ptr(), dst, hd);
-                }
+            }
+            unsafe {
+                // out rows of this sequence, this head's columns = P · V.
+                gemm::gemm(
+                    n,
+                    hd,
+                    n,
+                    shared.ptr().add(off * h + head * hd),
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    n as isize,
+                    v.as_ptr(),
+                    1,
+                    three_h as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((t, h))))
