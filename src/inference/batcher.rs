@@ -115,17 +115,21 @@ impl EncoderHandle {
         }
         let (reply, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .queue_depth
-            .fetch_add(seqs.len() as i64, Ordering::Relaxed);
-        self.tx
+        let n = seqs.len() as i64;
+        self.metrics.queue_depth.fetch_add(n, Ordering::Relaxed);
+        if self
+            .tx
             .send(Job {
                 id,
                 seqs,
                 normalize,
                 reply,
             })
-            .map_err(|_| InferenceError::Stopped)?;
+            .is_err()
+        {
+            self.metrics.queue_depth.fetch_sub(n, Ordering::Relaxed);
+            return Err(InferenceError::Stopped);
+        }
         rx.await.map_err(|_| InferenceError::Stopped)?
     }
 }
