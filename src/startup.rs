@@ -97,33 +97,44 @@ fn spawn_model_loader(state: AiState) {
     std::thread::Builder::new()
         .name("model-loader".into())
         .spawn(move || {
-            let start = Instant::now();
-            let s = &state.settings;
-            let loaded = inference::load_text_encoder(
-                &s.model.name,
-                &s.models_dir,
-                s.model.device,
-                s.model.allow_download,
-            )
-            .and_then(|enc| {
-                // One pass now so the first request does not pay for page
-                // faults on the weights and the allocator's first growth.
-                enc.embed(&["warm-up"], true, true)?;
-                Ok(enc)
-            });
-            match loaded {
-                Ok(enc) => {
-                    let handle = EncoderHandle::spawn(enc, s.batch_limits(), state.metrics.clone());
-                    state.set_encoder(handle);
-                    tracing::info!(ms = start.elapsed().as_millis() as u64, "model ready");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "model failed to load");
-                    state.set_load_error(e.to_string());
-                }
+            // A panic while loading must still turn into a clear 503, not a
+            // service that says "still loading" forever.
+            let guard = state.clone();
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_model(&state)));
+            if outcome.is_err() {
+                guard.set_load_error("the model loader panicked (see the log)".into());
             }
         })
         .expect("spawning the model loader");
+}
+
+fn load_model(state: &AiState) {
+    let start = Instant::now();
+    let s = &state.settings;
+    let loaded = inference::load_text_encoder(
+        &s.model.name,
+        &s.models_dir,
+        s.model.device,
+        s.model.allow_download,
+    )
+    .and_then(|enc| {
+        // One pass now so the first request does not pay for page
+        // faults on the weights and the allocator's first growth.
+        enc.embed(&["warm-up"], true, true)?;
+        Ok(enc)
+    });
+    match loaded {
+        Ok(enc) => {
+            let handle = EncoderHandle::spawn(enc, s.batch_limits(), state.metrics.clone());
+            state.set_encoder(handle);
+            tracing::info!(ms = start.elapsed().as_millis() as u64, "model ready");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "model failed to load");
+            state.set_load_error(e.to_string());
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -45,11 +45,31 @@ pub fn resolve(
     models_dir: &Path,
     allow_download: bool,
 ) -> Result<ModelPaths> {
+    resolve_in(name, spec, models_dir, hf_cache_dir(), allow_download)
+}
+
+/// The hf-hub cache as huggingface_hub finds it: `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`; `None` without either (hf-hub's own lookup
+/// would panic there).
+pub fn hf_cache_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(home).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+fn resolve_in(
+    name: &str,
+    spec: &ModelSpec,
+    models_dir: &Path,
+    hf_cache: Option<PathBuf>,
+    allow_download: bool,
+) -> Result<ModelPaths> {
     let local = models_dir.join(name);
     if spec.complete_in(&local) {
         return Ok(ModelPaths::in_dir(&local, ModelSource::LocalDir));
     }
-    if let Some(paths) = from_hf_cache(spec) {
+    if let Some(paths) = hf_cache.and_then(|dir| from_hf_cache(spec, dir)) {
         return Ok(paths);
     }
     if allow_download {
@@ -79,8 +99,8 @@ fn hf_repo(spec: &ModelSpec) -> hf_hub::Repo {
 }
 
 #[cfg(feature = "hub")]
-fn from_hf_cache(spec: &ModelSpec) -> Option<ModelPaths> {
-    let repo = hf_hub::Cache::from_env().repo(hf_repo(spec));
+fn from_hf_cache(spec: &ModelSpec, dir: PathBuf) -> Option<ModelPaths> {
+    let repo = hf_hub::Cache::new(dir).repo(hf_repo(spec));
     Some(ModelPaths {
         source: ModelSource::HfCache,
         config: repo.get("config.json")?,
@@ -90,7 +110,7 @@ fn from_hf_cache(spec: &ModelSpec) -> Option<ModelPaths> {
 }
 
 #[cfg(not(feature = "hub"))]
-fn from_hf_cache(_spec: &ModelSpec) -> Option<ModelPaths> {
+fn from_hf_cache(_spec: &ModelSpec, _dir: PathBuf) -> Option<ModelPaths> {
     None
 }
 
@@ -116,7 +136,11 @@ fn copy_from_hub(spec: &ModelSpec, dest: &Path) -> bool {
     if std::env::var("HF_HUB_OFFLINE").as_deref() == Ok("1") {
         return false;
     }
-    let Ok(api) = hf_hub::api::sync::ApiBuilder::from_env().build() else {
+    let Some(cache) = hf_cache_dir() else {
+        return false;
+    };
+    let Ok(api) = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache)).build()
+    else {
         return false;
     };
     let repo = api.repo(hf_repo(spec));
@@ -197,5 +221,72 @@ fn run(cmd: &mut std::process::Command, what: &str) -> Result<()> {
             what.to_string(),
             std::io::Error::other(format!("exited with {status}")),
         ))
+    }
+}
+
+#[cfg(all(test, feature = "hub"))]
+mod tests {
+    use super::*;
+    use crate::inference::Registry;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("helpdesk-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_model_in_the_hf_hub_cache_is_used_when_models_dir_lacks_it() {
+        let reg = Registry::builtin();
+        let spec = reg.get("all-minilm-l6-v2").unwrap();
+        let cache = tmp("cache");
+        // The layout huggingface_hub writes: refs/<revision> names a snapshot.
+        let repo = cache.join("models--sentence-transformers--all-MiniLM-L6-v2");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+        let snap = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(&snap).unwrap();
+        for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+            std::fs::write(snap.join(f), b"x").unwrap();
+        }
+        let empty = tmp("models");
+        let paths =
+            resolve_in("all-minilm-l6-v2", spec, &empty, Some(cache.clone()), false).unwrap();
+        assert_eq!(paths.source, ModelSource::HfCache);
+        assert_eq!(paths.weights, snap.join("model.safetensors"));
+
+        // A snapshot missing the weights does not count.
+        std::fs::remove_file(snap.join("model.safetensors")).unwrap();
+        let err =
+            resolve_in("all-minilm-l6-v2", spec, &empty, Some(cache.clone()), false).unwrap_err();
+        assert!(err.to_string().contains("scripts/fetch-models.sh"), "{err}");
+        std::fs::remove_dir_all(cache).unwrap();
+        std::fs::remove_dir_all(empty).unwrap();
+    }
+
+    #[test]
+    fn models_dir_wins_over_the_hf_cache() {
+        let reg = Registry::builtin();
+        let spec = reg.get("all-minilm-l6-v2").unwrap();
+        let models = tmp("local");
+        let dir = models.join("all-minilm-l6-v2");
+        for f in &spec.files {
+            let p = dir.join(&f.path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let paths = resolve_in(
+            "all-minilm-l6-v2",
+            spec,
+            &models,
+            Some(tmp("unused")),
+            false,
+        )
+        .unwrap();
+        assert_eq!(paths.source, ModelSource::LocalDir);
+        assert_eq!(paths.config, dir.join("config.json"));
+        std::fs::remove_dir_all(models).unwrap();
     }
 }

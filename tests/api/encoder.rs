@@ -69,13 +69,15 @@ fn normalize_gives_unit_vectors_and_raw_vectors_keep_their_length() {
     assert!(cosine(&n, &raw) > 0.99999);
 }
 
-#[test]
-fn packed_encoder_agrees_with_candle_transformers_padded_bert() {
-    require_model();
+/// The model's config and its weights, mapped, for building encoders by hand.
+fn checkpoint() -> (
+    candle_transformers::models::bert::Config,
+    VarBuilder<'static>,
+) {
     let dir = models_dir().join(MODEL);
-    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
-    let cfg: candle_transformers::models::bert::Config =
+    let cfg =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    // Safety: the weights file is only read and not changed while mapped.
     let vb = unsafe {
         VarBuilder::from_mmaped_safetensors(
             &[dir.join("model.safetensors")],
@@ -84,6 +86,14 @@ fn packed_encoder_agrees_with_candle_transformers_padded_bert() {
         )
         .unwrap()
     };
+    (cfg, vb)
+}
+
+#[test]
+fn packed_encoder_agrees_with_candle_transformers_padded_bert() {
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let (cfg, vb) = checkpoint();
     let reference = candle_transformers::models::bert::BertModel::load(vb, &cfg).unwrap();
     let texts = [
         "short",
@@ -105,18 +115,8 @@ fn packed_encoder_agrees_with_candle_transformers_padded_bert() {
 #[test]
 fn padded_attention_path_used_on_gpus_agrees_with_the_fused_cpu_kernel() {
     require_model();
-    let dir = models_dir().join(MODEL);
-    let cfg: candle_transformers::models::bert::Config =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let load = || {
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.join("model.safetensors")],
-                DType::F32,
-                &Device::Cpu,
-            )
-            .unwrap()
-        };
+        let (cfg, vb) = checkpoint();
         bert::PackedBert::load(vb, &cfg).unwrap()
     };
     let fused = load();
