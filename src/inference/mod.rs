@@ -7,6 +7,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod files;
+pub mod heads;
 pub mod kernels;
 pub mod registry;
 

@@ -2,5 +2,6 @@
 mod cli;
 mod embed_api;
 mod encoder;
+mod heads;
 mod helpers;
 mod ops_api;
