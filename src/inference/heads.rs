@@ -74,7 +74,7 @@ fn check_dims(vectors: &[Vec<f32>]) -> Result<(), HeadError> {
     }
 }
 
-fn prediction(
+pub(crate) fn prediction(
     labels: &[String],
     probs: Vec<f32>,
     threshold: f32,

@@ -10,6 +10,7 @@ pub mod files;
 pub mod heads;
 pub mod kernels;
 pub mod registry;
+pub mod training;
 
 pub use batcher::{BatchLimits, EncoderHandle};
 pub use device::{select_device, DeviceKind};
