@@ -3,6 +3,7 @@
 
 pub mod batcher;
 pub mod bert;
+pub mod calibration;
 pub mod device;
 pub mod encoder;
 pub mod error;

@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
+use super::calibration::{ece, fit_temperature, threshold_for_precision, Threshold};
 use super::heads::{prediction, HeadError, Prediction};
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Weight each class by n / (classes × n_class) in the loss.
     pub balance_classes: bool,
+    /// Precision the abstain threshold is chosen for, on validation data.
+    pub target_precision: f32,
 }
 
 impl Default for TrainConfig {
@@ -37,6 +40,7 @@ impl Default for TrainConfig {
             val_fraction: 0.2,
             seed: 42,
             balance_classes: true,
+            target_precision: 0.95,
         }
     }
 }
@@ -50,6 +54,13 @@ pub struct TrainReport {
     pub val_examples: usize,
     pub val_loss: f32,
     pub val_accuracy: f32,
+    /// Fitted on the validation split (temperature scaling).
+    pub temperature: f32,
+    /// Expected calibration error on validation, before and after scaling.
+    pub val_ece_raw: f32,
+    pub val_ece: f32,
+    /// The abstain threshold and its coverage and precision on validation.
+    pub threshold: Threshold,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +81,8 @@ pub struct SoftmaxHead {
     /// `[dims, classes]`, row-major.
     w: Vec<f32>,
     b: Vec<f32>,
+    /// Logits are divided by it before the softmax (fitted on validation).
+    pub temperature: f32,
     pub threshold: f32,
 }
 
@@ -92,7 +105,10 @@ impl SoftmaxHead {
     pub fn predict(&self, v: &[f32]) -> Prediction {
         let logits = self.logits(v);
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let exps: Vec<f32> = logits
+            .iter()
+            .map(|l| ((l - max) / self.temperature).exp())
+            .collect();
         let sum: f32 = exps.iter().sum();
         let probs = exps.into_iter().map(|e| e / sum).collect();
         prediction(&self.labels, probs, self.threshold, Vec::new())
@@ -260,21 +276,33 @@ pub fn train_softmax(
         }
     }
     let (val_loss, best_epoch, bw, bb) = best;
-    let head = SoftmaxHead {
+    let mut head = SoftmaxHead {
         labels,
         dims,
         w: bw.flatten_all()?.to_vec1()?,
         b: bb.to_vec1()?,
+        temperature: 1.0,
         threshold: 0.0,
     };
-    let val_correct = val_idx
-        .iter()
-        .filter(|&&i| {
-            head.labels
-                .get(targets[i])
-                .is_some_and(|l| head.predict(&vectors[i]).top == *l)
-        })
-        .count();
+    // Calibrate on the validation split: temperature first, then the
+    // threshold for the target precision on the calibrated confidences.
+    let val_targets: Vec<usize> = val_idx.iter().map(|&i| targets[i]).collect();
+    let val_logits: Vec<Vec<f32>> = val_idx.iter().map(|&i| head.logits(&vectors[i])).collect();
+    let judged = |head: &SoftmaxHead| -> Vec<(f32, bool)> {
+        val_idx
+            .iter()
+            .map(|&i| {
+                let p = head.predict(&vectors[i]);
+                (p.confidence, p.top == head.labels[targets[i]])
+            })
+            .collect()
+    };
+    let val_ece_raw = ece(&judged(&head), 15);
+    head.temperature = fit_temperature(&val_logits, &val_targets);
+    let val_judged = judged(&head);
+    let threshold = threshold_for_precision(&val_judged, cfg.target_precision);
+    head.threshold = threshold.threshold;
+    let val_correct = val_judged.iter().filter(|(_, ok)| *ok).count();
     let report = TrainReport {
         epochs,
         best_epoch: best_epoch + 1,
@@ -286,6 +314,10 @@ pub fn train_softmax(
         } else {
             val_correct as f32 / val_idx.len() as f32
         },
+        temperature: head.temperature,
+        val_ece_raw,
+        val_ece: ece(&val_judged, 15),
+        threshold,
     };
     Ok((head, report))
 }
