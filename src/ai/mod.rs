@@ -5,6 +5,7 @@ pub mod embed;
 pub mod openapi;
 pub mod ops;
 pub mod state;
+pub mod urgency;
 
 use axum::Router;
 
