@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod heads;
 pub mod kernels;
+pub mod lexical;
 pub mod registry;
 pub mod training;
 

@@ -2,6 +2,7 @@
 //! examples per intent (the few-label regime they are for).
 
 use helpdesk::inference::heads::{KnnHead, ZeroShotHead};
+use helpdesk::inference::lexical::train_mixed;
 use helpdesk::inference::training::{train_softmax, TrainConfig};
 use helpdesk::inference::{load_text_encoder, DeviceKind, TextEncoder};
 
@@ -134,3 +135,77 @@ fn a_trained_softmax_head_beats_knn_on_banking77_at_10_per_class() {
 // Measured 0.828 when this test was written; the floor is above k-NN's 0.808
 // on the same queries, which is what the test's name claims.
 const FLOOR_SOFTMAX: f64 = 0.81;
+
+/// (text, label) rows.
+type Rows = Vec<(String, String)>;
+
+fn read_split_csv(name: &str) -> (Rows, Rows) {
+    let text = std::fs::read_to_string(repo_path(&format!("tests/fixtures/{name}"))).unwrap();
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for line in text.lines().skip(1) {
+        let (rest, split) = line.rsplit_once(',').unwrap();
+        let (t, l) = rest.rsplit_once(',').unwrap();
+        let row = (t.to_string(), l.to_string());
+        if split == "train" {
+            train.push(row)
+        } else {
+            test.push(row)
+        }
+    }
+    (train, test)
+}
+
+/// Test accuracy of a head trained on `[embedding ; weight × tf-idf]`, with
+/// the weight picked from `weights` on the validation split.
+fn mixed_accuracy(
+    train: &[(String, String)],
+    train_emb: &[Vec<f32>],
+    test: &[(String, String)],
+    test_emb: &[Vec<f32>],
+    weights: &[f32],
+) -> (f64, f32) {
+    let texts: Vec<&str> = train.iter().map(|(t, _)| t.as_str()).collect();
+    let mut labels: Vec<String> = train.iter().map(|(_, l)| l.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let targets: Vec<usize> = train
+        .iter()
+        .map(|(_, l)| labels.binary_search(l).unwrap())
+        .collect();
+    let (head, _, trials) = train_mixed(
+        train_emb,
+        &texts,
+        &targets,
+        labels,
+        &TrainConfig::default(),
+        weights,
+        4096,
+    )
+    .unwrap();
+    eprintln!("validation trials: {trials:?}");
+    let correct = test
+        .iter()
+        .zip(test_emb)
+        .filter(|((t, gold), e)| head.predict(e, t).top == *gold)
+        .count();
+    (correct as f64 / test.len() as f64, head.weight)
+}
+
+/// On Banking77 (fixture) the same mix did not help: embedding alone 0.828,
+/// weight 0.5 picked on the 154-example validation split 0.799, weight 1.0
+/// 0.763. Choosing the mix reliably needs more validation data (issue 3).
+#[test]
+fn lexical_features_help_on_jargon_heavy_tickets() {
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let (train, test) = read_split_csv("jargon_tickets.csv");
+    assert_eq!((train.len(), test.len()), (42, 21));
+    let (train_emb, test_emb) = (embed(&enc, &train), embed(&enc, &test));
+    let (embedding_only, _) = mixed_accuracy(&train, &train_emb, &test, &test_emb, &[0.0]);
+    let (with_tfidf, _) = mixed_accuracy(&train, &train_emb, &test, &test_emb, &[1.0]);
+    eprintln!("jargon: embedding {embedding_only:.3}, embedding+tf-idf {with_tfidf:.3}");
+    assert!(
+        with_tfidf > embedding_only,
+        "lexical features did not help on jargon"
+    );
+}
