@@ -23,6 +23,18 @@ fn read_csv(name: &str) -> Vec<(String, String)> {
     rows
 }
 
+/// The sorted label set of `rows` and each row's index into it.
+fn label_targets(rows: &[(String, String)]) -> (Vec<String>, Vec<usize>) {
+    let mut labels: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let targets = rows
+        .iter()
+        .map(|(_, l)| labels.binary_search(l).unwrap())
+        .collect();
+    (labels, targets)
+}
+
 fn embed(enc: &TextEncoder, rows: &[(String, String)]) -> Vec<Vec<f32>> {
     let texts: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
     texts
@@ -84,13 +96,7 @@ fn a_trained_softmax_head_beats_knn_on_banking77_at_10_per_class() {
     let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
     let train = read_csv("banking77_train10.csv");
     let test = read_csv("banking77_test4.csv");
-    let mut labels: Vec<String> = train.iter().map(|(_, l)| l.clone()).collect();
-    labels.sort();
-    labels.dedup();
-    let targets: Vec<usize> = train
-        .iter()
-        .map(|(_, l)| labels.binary_search(l).unwrap())
-        .collect();
+    let (labels, targets) = label_targets(&train);
     let cfg = TrainConfig::default();
     let (head, report) = train_softmax(&embed(&enc, &train), &targets, labels, &cfg).unwrap();
     let test_vecs = embed(&enc, &test);
@@ -165,13 +171,7 @@ fn mixed_accuracy(
     weights: &[f32],
 ) -> (f64, f32) {
     let texts: Vec<&str> = train.iter().map(|(t, _)| t.as_str()).collect();
-    let mut labels: Vec<String> = train.iter().map(|(_, l)| l.clone()).collect();
-    labels.sort();
-    labels.dedup();
-    let targets: Vec<usize> = train
-        .iter()
-        .map(|(_, l)| labels.binary_search(l).unwrap())
-        .collect();
+    let (labels, targets) = label_targets(train);
     let (head, _, trials) = train_mixed(
         train_emb,
         &texts,
