@@ -69,11 +69,20 @@ fn main() {
         );
     };
 
+    let run_packed = |model: &PackedBert, batch: usize| {
+        let start = Instant::now();
+        for chunk in seqs.chunks(batch) {
+            let mut p = Packed::default();
+            chunk.iter().for_each(|s| p.push(s));
+            model.forward_mean(&p).unwrap();
+        }
+        start.elapsed().as_secs_f64()
+    };
+
     // ABLATION=quick: only the default configuration, best of 5, interleaved
     // with the same machine's sustained f32 matmul rate (20 calls per shape,
-    // best of 5), so the fraction of
-    // the matmul peak is taken under the same conditions. For A/B comparisons
-    // of a code change on a noisy machine.
+    // best of 5), so the fraction of the matmul peak is taken under the same
+    // conditions. For A/B comparisons of a code change on a noisy machine.
     if std::env::var("ABLATION").as_deref() == Ok("quick") {
         let model = PackedBert::load(vb(), &cfg).unwrap();
         let shapes = [
@@ -91,13 +100,7 @@ fn main() {
             .collect();
         let (mut best, mut peak) = (f64::INFINITY, 0f64);
         for _ in 0..5 {
-            let start = Instant::now();
-            for chunk in seqs.chunks(32) {
-                let mut p = Packed::default();
-                chunk.iter().for_each(|s| p.push(s));
-                model.forward_mean(&p).unwrap();
-            }
-            best = best.min(start.elapsed().as_secs_f64());
+            best = best.min(run_packed(&model, 32));
             // Sustained rate over ~0.3 s per shape, like the encoder's pass,
             // rather than the best single burst.
             for (a, w, flops) in &mats {
@@ -142,15 +145,6 @@ fn main() {
         report(name, 32, start.elapsed().as_secs_f64(), padded);
     }
 
-    let run_packed = |model: &PackedBert, batch: usize| {
-        let start = Instant::now();
-        for chunk in seqs.chunks(batch) {
-            let mut p = Packed::default();
-            chunk.iter().for_each(|s| p.push(s));
-            model.forward_mean(&p).unwrap();
-        }
-        start.elapsed().as_secs_f64()
-    };
     let padded_attention = PackedBert::load(vb(), &cfg)
         .unwrap()
         .with_padded_attention(true);

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::encoder::{TextEncoder, TextTokenizer};
+use super::encoder::{l2_normalize, TextEncoder, TextTokenizer};
 use super::error::{InferenceError, Result};
 use crate::metrics::Metrics;
 
@@ -207,8 +207,7 @@ fn run_batch(encoder: &TextEncoder, batch: &[Item], metrics: &Metrics) -> Result
     let mut out = encoder.embed_tokens(&seqs, false)?;
     for (item, v) in batch.iter().zip(out.iter_mut()) {
         if item.normalize {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|x| *x /= norm);
+            l2_normalize(v);
         }
     }
     metrics.record_batch(batch.len(), tokens, start.elapsed().as_secs_f64());

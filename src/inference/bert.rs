@@ -8,7 +8,7 @@
 //! reference this encoder is tested and benchmarked against.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
@@ -334,16 +334,6 @@ fn mean_pool_matrix(lens: &[usize], dev: &Device) -> candle_core::Result<Tensor>
         offset += n;
     }
     Tensor::from_vec(m, (lens.len(), t), dev)
-}
-
-/// L2-normalises each row.
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f32::MAX)?;
-    Ok(x.broadcast_div(&norm)?)
 }
 
 /// Mean pooling with candle-transformers' padded `BertModel`: the reference

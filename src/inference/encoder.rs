@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
-use super::bert::{l2_normalize, Packed, PackedBert, Precision};
+use super::bert::{Packed, PackedBert, Precision};
 use super::error::{InferenceError, Result};
 use super::files::ModelPaths;
 use super::registry::{ModelSpec, Pooling};
@@ -127,12 +127,11 @@ impl TextEncoder {
                 hidden.index_select(&idx, 0)?
             }
         };
-        let pooled = if normalize {
-            l2_normalize(&pooled)?
-        } else {
-            pooled
-        };
-        Ok(pooled.to_vec2::<f32>()?)
+        let mut rows = pooled.to_vec2::<f32>()?;
+        if normalize {
+            rows.iter_mut().for_each(|v| l2_normalize(v));
+        }
+        Ok(rows)
     }
 
     /// Tokenize and embed: the convenience path for the CLI and tests.
@@ -184,4 +183,10 @@ impl TextTokenizer {
             })
             .collect()
     }
+}
+
+/// Scales `v` to unit length (a zero vector stays zero).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
 }

@@ -49,6 +49,8 @@ pub enum HeadError {
     Dims(usize, usize),
     #[error("temperature must be positive, got {0}")]
     Temperature(f32),
+    #[error("no candidate lexical weights to choose from")]
+    NoCandidates,
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -56,7 +58,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Softmax of `scores / temperature`, stable for any scale.
-fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
+pub(crate) fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = scores
         .iter()

@@ -160,6 +160,9 @@ pub fn train_mixed(
     weights: &[f32],
     dims: usize,
 ) -> Result<(MixedHead, TrainReport, Vec<MixTrial>), TrainError> {
+    if weights.is_empty() {
+        return Err(HeadError::NoCandidates.into());
+    }
     let tfidf = HashedTfidf::fit(texts, dims);
     let lexical: Vec<Vec<f32>> = texts.iter().map(|t| tfidf.transform(t)).collect();
     let mut best: Option<(MixedHead, TrainReport)> = None;
@@ -190,7 +193,7 @@ pub fn train_mixed(
             ));
         }
     }
-    let (head, report) = best.ok_or(TrainError::Head(HeadError::TooFewLabels(0)))?;
+    let (head, report) = best.ok_or(TrainError::Head(HeadError::NoCandidates))?;
     Ok((head, report, trials))
 }
 

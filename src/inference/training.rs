@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use super::calibration::{ece, fit_temperature, threshold_for_precision, Threshold};
-use super::heads::{prediction, HeadError, Prediction};
+use super::heads::{prediction, softmax, HeadError, Prediction};
 
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -103,14 +103,7 @@ impl SoftmaxHead {
     }
 
     pub fn predict(&self, v: &[f32]) -> Prediction {
-        let logits = self.logits(v);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f32> = logits
-            .iter()
-            .map(|l| ((l - max) / self.temperature).exp())
-            .collect();
-        let sum: f32 = exps.iter().sum();
-        let probs = exps.into_iter().map(|e| e / sum).collect();
+        let probs = softmax(&self.logits(v), self.temperature);
         prediction(&self.labels, probs, self.threshold, Vec::new())
     }
 

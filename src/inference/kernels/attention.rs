@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::{contiguous, f32_slice, fast_exp, lanes_max, lanes_sum};
+use super::{contiguous, f32_slice, fast_exp, gemm_f32, lanes_max, lanes_sum, Strided};
 
 /// A raw pointer that rayon tasks may share because each writes a disjoint range.
 #[derive(Clone, Copy)]
@@ -68,26 +68,25 @@ impl CustomOp1 for PackedAttention {
             // row stride H, written by this task alone.
             unsafe {
                 // scores = Q · Kᵀ (K read transposed through its strides).
-                gemm::gemm(
-                    n,
-                    n,
-                    hd,
-                    scores.as_mut_ptr(),
-                    1,
-                    n as isize,
+                gemm_f32(
+                    (n, n, hd),
+                    Strided {
+                        ptr: scores.as_mut_ptr(),
+                        rs: n,
+                        cs: 1,
+                    },
+                    Strided {
+                        ptr: q.as_ptr(),
+                        rs: three_h,
+                        cs: 1,
+                    },
+                    Strided {
+                        ptr: k.as_ptr(),
+                        rs: 1,
+                        cs: three_h,
+                    },
                     false,
-                    q.as_ptr(),
-                    1,
-                    three_h as isize,
-                    k.as_ptr(),
-                    three_h as isize,
-                    1,
-                    0.0,
-                    1.0,
                     false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
             for s in scores.chunks_mut(n) {
@@ -103,26 +102,25 @@ impl CustomOp1 for PackedAttention {
             }
             unsafe {
                 // out rows of this sequence, this head's columns = P · V.
-                gemm::gemm(
-                    n,
-                    hd,
-                    n,
-                    shared.ptr().add(off * h + head * hd),
-                    1,
-                    h as isize,
+                gemm_f32(
+                    (n, hd, n),
+                    Strided {
+                        ptr: shared.ptr().add(off * h + head * hd),
+                        rs: h,
+                        cs: 1,
+                    },
+                    Strided {
+                        ptr: scores.as_ptr(),
+                        rs: n,
+                        cs: 1,
+                    },
+                    Strided {
+                        ptr: v.as_ptr(),
+                        rs: three_h,
+                        cs: 1,
+                    },
                     false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    v.as_ptr(),
-                    1,
-                    three_h as isize,
-                    0.0,
-                    1.0,
                     false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
         });

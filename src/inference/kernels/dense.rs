@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous, f32_slice, gelu_erf, CHUNK};
+use super::{contiguous, f32_slice, gelu_erf, gemm_f32, Strided, CHUNK};
 
 /// What to apply to a dense layer's output in the same pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,35 +44,29 @@ impl CustomOp3 for DenseOp {
         let mut dst = vec![0f32; m * n];
         dst.par_chunks_mut(n * (CHUNK / n).max(1))
             .for_each(|rows| rows.chunks_mut(n).for_each(|r| r.copy_from_slice(b)));
-        let threads = rayon::current_num_threads();
-        // Safety: the pointers and strides describe the three buffers above,
-        // whose sizes were checked: x is m×k row-major, wᵀ is read as k×n with
-        // row stride 1 and column stride k, dst is m×n row-major.
+        // Safety: the views describe the three buffers above, whose sizes
+        // were checked: x is m×k row-major, wᵀ is read as k×n with row stride
+        // 1 and column stride k, dst is m×n row-major.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                if threads > 1 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
+            gemm_f32(
+                (m, n, k),
+                Strided {
+                    ptr: dst.as_mut_ptr(),
+                    rs: n,
+                    cs: 1,
                 },
+                Strided {
+                    ptr: x.as_ptr(),
+                    rs: k,
+                    cs: 1,
+                },
+                Strided {
+                    ptr: w.as_ptr(),
+                    rs: 1,
+                    cs: k,
+                },
+                true,
+                true,
             );
         }
         if self.act == Activation::Gelu {

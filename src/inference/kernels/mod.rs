@@ -8,6 +8,59 @@
 mod attention;
 mod dense;
 
+/// A row-major-or-strided f32 matrix as gemm reads it: first element, row
+/// stride, column stride (in elements).
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<P> {
+    pub ptr: P,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `dst (m×n) [+]= lhs (m×k) · rhs (k×n)` with the gemm crate candle uses.
+/// `accumulate` adds to what `dst` holds (a pre-loaded bias); `parallel`
+/// spreads one call over rayon's pool.
+///
+/// # Safety
+/// Each view must address `rows × cols` valid elements through its strides,
+/// and `dst` must not overlap the inputs or be written by anyone else meanwhile.
+pub(crate) unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if parallel && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.ptr,
+        dst.cs as isize,
+        dst.rs as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
 pub use attention::PackedAttention;
 pub use dense::{dense, Activation, DenseOp};
 
