@@ -59,6 +59,15 @@ pub enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Train a label head (a new version of a task), evaluate and promote it.
+    Train(crate::ml_cli::TrainArgs),
+    /// Evaluate the active (or a given) version of a task on labelled data.
+    Eval(crate::ml_cli::EvalArgs),
+    /// List, promote or roll back versions of a task's label head.
+    Heads {
+        #[command(subcommand)]
+        action: crate::ml_cli::HeadsAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]

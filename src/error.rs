@@ -19,6 +19,9 @@ pub enum ApiError {
     Validation(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Body or input list too large (413).
     #[error("{0}")]
     TooLarge(String),
@@ -52,6 +55,7 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Validation"),
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Validation"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Validation"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Validation"),
             Self::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

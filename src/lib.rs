@@ -7,5 +7,7 @@ pub mod config;
 pub mod error;
 pub mod inference;
 pub mod metrics;
+pub mod ml;
+pub mod ml_cli;
 pub mod startup;
 pub mod telemetry;

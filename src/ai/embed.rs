@@ -23,7 +23,7 @@ pub enum Inputs {
 }
 
 impl Inputs {
-    fn into_vec(self) -> Vec<String> {
+    pub(crate) fn into_vec(self) -> Vec<String> {
         match self {
             Self::One(s) => vec![s],
             Self::Many(v) => v,
@@ -50,7 +50,7 @@ fn yes() -> bool {
 }
 
 /// Embeds `texts` through the shared queue; returns the vectors and the tokens used.
-async fn embed_texts(
+pub(crate) async fn embed_texts(
     state: &AiState,
     texts: Vec<String>,
     normalize: bool,

@@ -1,10 +1,14 @@
-//! The AI service: its state and HTTP routes. For now the embedding server
-//! (TEI- and OpenAI-compatible) and the operational endpoints.
+//! The AI service: its state and HTTP routes: the embedding server (TEI- and
+//! OpenAI-compatible), the label heads (classify, sentiment, urgency, model
+//! versions and training jobs) and the operational endpoints.
 
+pub mod classify;
 pub mod embed;
+pub mod heads;
 pub mod openapi;
 pub mod ops;
 pub mod state;
+pub mod tenant;
 pub mod urgency;
 
 use axum::Router;
@@ -15,6 +19,7 @@ pub use state::AiState;
 pub fn router(state: AiState) -> Router {
     Router::new()
         .merge(embed::router())
+        .merge(classify::router())
         .merge(ops::router())
         .merge(openapi::router())
         .with_state(state)

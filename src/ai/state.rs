@@ -5,6 +5,9 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::inference::EncoderHandle;
 use crate::metrics::Metrics;
+use crate::ml::ModelStore;
+
+use super::heads::Heads;
 
 /// Shared by every AI-service handler. The encoder arrives after start-up
 /// (loading runs beside the listener), so it sits in a `OnceLock`.
@@ -15,16 +18,21 @@ pub struct AiState {
     encoder: Arc<OnceLock<EncoderHandle>>,
     load_error: Arc<OnceLock<String>>,
     pub started: Instant,
+    pub heads: Arc<Heads>,
 }
 
 impl AiState {
     pub fn new(settings: Arc<Settings>, metrics: Arc<Metrics>) -> Self {
         Self {
-            settings,
+            settings: settings.clone(),
             metrics,
             encoder: Arc::default(),
             load_error: Arc::default(),
             started: Instant::now(),
+            heads: Arc::new(Heads::new(
+                ModelStore::new(&settings.data_dir, &settings.models_dir),
+                crate::ml::cache_dir(&settings.data_dir),
+            )),
         }
     }
 

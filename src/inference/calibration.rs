@@ -69,7 +69,7 @@ pub fn ece(predictions: &[(f32, bool)], bins: usize) -> f32 {
 }
 
 /// A confidence threshold and what it gives on the data it was chosen on.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Threshold {
     pub threshold: f32,
     pub coverage: f32,

@@ -84,6 +84,18 @@ impl HashedTfidf {
         self.dims
     }
 
+    pub fn idf(&self) -> &[f32] {
+        &self.idf
+    }
+
+    /// A vectoriser from a saved IDF vector.
+    pub fn from_idf(idf: Vec<f32>) -> Self {
+        Self {
+            dims: idf.len().max(1),
+            idf: if idf.is_empty() { vec![1.0] } else { idf },
+        }
+    }
+
     /// The L2-normalised TF-IDF vector of `text` (dense, `dims` long).
     pub fn transform(&self, text: &str) -> Vec<f32> {
         let mut tf = vec![0f32; self.dims];
@@ -133,6 +145,9 @@ pub struct MixedHead {
 
 impl MixedHead {
     pub fn predict(&self, embedding: &[f32], text: &str) -> Prediction {
+        if self.weight == 0.0 {
+            return self.head.predict(embedding);
+        }
         self.head.predict(&combine(
             embedding,
             &self.tfidf.transform(text),
@@ -150,7 +165,7 @@ pub struct MixTrial {
 }
 
 /// Trains one head per lexical weight in `weights` (same seed, so the same
-/// validation split) and keeps the best on validation: accuracy, then loss.
+/// validation split) and keeps the one with the lowest validation loss.
 pub fn train_mixed(
     embeddings: &[Vec<f32>],
     texts: &[&str],
@@ -168,20 +183,27 @@ pub fn train_mixed(
     let mut best: Option<(MixedHead, TrainReport)> = None;
     let mut trials = Vec::new();
     for &w in weights {
-        let x: Vec<Vec<f32>> = embeddings
-            .iter()
-            .zip(&lexical)
-            .map(|(e, l)| combine(e, l, w))
-            .collect();
+        // Weight 0 is the embedding alone (no columns of zeros).
+        let x: Vec<Vec<f32>> = if w == 0.0 {
+            embeddings.to_vec()
+        } else {
+            embeddings
+                .iter()
+                .zip(&lexical)
+                .map(|(e, l)| combine(e, l, w))
+                .collect()
+        };
         let (head, report) = train_softmax(&x, targets, labels.clone(), cfg)?;
         trials.push(MixTrial {
             weight: w,
             val_accuracy: report.val_accuracy,
             val_loss: report.val_loss,
         });
-        let better = best.as_ref().is_none_or(|(_, b)| {
-            (report.val_accuracy, -report.val_loss) > (b.val_accuracy, -b.val_loss)
-        });
+        // Validation loss, not accuracy: on a few hundred examples accuracy
+        // moves in steps of one example and picks noise.
+        let better = best
+            .as_ref()
+            .is_none_or(|(_, b)| report.val_loss < b.val_loss);
         if better {
             best = Some((
                 MixedHead {

@@ -110,14 +110,51 @@ impl SoftmaxHead {
     pub fn dims(&self) -> usize {
         self.dims
     }
+
+    /// `w` (`[dims, classes]`, row-major) and `b`, for saving.
+    pub fn parameters(&self) -> (&[f32], &[f32]) {
+        (&self.w, &self.b)
+    }
+
+    /// A head from saved parameters.
+    pub fn from_parameters(
+        labels: Vec<String>,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        temperature: f32,
+        threshold: f32,
+    ) -> Result<Self, HeadError> {
+        let classes = labels.len();
+        if classes < 2 {
+            return Err(HeadError::TooFewLabels(classes));
+        }
+        if b.len() != classes || w.len() % classes != 0 {
+            return Err(HeadError::Mismatch(b.len(), classes));
+        }
+        if temperature <= 0.0 || !temperature.is_finite() {
+            return Err(HeadError::Temperature(temperature));
+        }
+        Ok(Self {
+            dims: w.len() / classes,
+            labels,
+            w,
+            b,
+            temperature,
+            threshold,
+        })
+    }
 }
 
 /// A small seeded generator (SplitMix64) for shuffles: no extra dependency,
 /// same sequence on every platform.
-struct SplitMix(u64);
+pub struct SplitMix(u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -125,9 +162,9 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    fn shuffle<T>(&mut self, xs: &mut [T]) {
+    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
         for i in (1..xs.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
             xs.swap(i, j);
         }
     }
@@ -333,7 +370,7 @@ mod tests {
         for (c, centre) in centres.iter().enumerate() {
             for _ in 0..n_per {
                 let noise =
-                    |r: &mut SplitMix| ((r.next() % 1000) as f32 / 1000.0 * 2.0 - 1.0) * spread;
+                    |r: &mut SplitMix| ((r.next_u64() % 1000) as f32 / 1000.0 * 2.0 - 1.0) * spread;
                 xs.push(centre.iter().map(|x| x + noise(&mut rng)).collect());
                 ys.push(c);
             }

@@ -25,6 +25,16 @@ pub fn require_model() {
     );
 }
 
+/// A fresh data directory per test, removed when the test ends.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("helpdesk-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Settings for a test app. The data directory is a fresh temporary one,
+/// kept alive by the returned app.
 pub fn test_settings() -> Settings {
     let mut s = Settings::default();
     s.server.bind = "127.0.0.1:0".parse().unwrap();
@@ -37,6 +47,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AiState,
+    /// Removed when the app is dropped.
+    pub _data: Option<tempfile::TempDir>,
 }
 
 impl TestApp {
@@ -44,6 +56,31 @@ impl TestApp {
         self.client
             .post(format!("{}{}", self.address, path))
             .json(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    /// A POST as `tenant` (the `X-Tenant-Id` header).
+    pub async fn post_as(
+        &self,
+        tenant: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}{}", self.address, path))
+            .header("x-tenant-id", tenant)
+            .json(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    pub async fn get_as(&self, tenant: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.address, path))
+            .header("x-tenant-id", tenant)
             .send()
             .await
             .expect("request failed")
@@ -64,7 +101,12 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings(), true).await
 }
 
-pub async fn spawn_app_with(settings: Settings, wait_ready: bool) -> TestApp {
+pub async fn spawn_app_with(mut settings: Settings, wait_ready: bool) -> TestApp {
+    // Never the repository's ./data: a temporary directory unless the test chose one.
+    let data = (settings.data_dir == Settings::default().data_dir).then(data_dir);
+    if let Some(d) = &data {
+        settings.data_dir = d.path().to_path_buf();
+    }
     let app = Application::build(settings).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
@@ -74,6 +116,7 @@ pub async fn spawn_app_with(settings: Settings, wait_ready: bool) -> TestApp {
         address,
         client,
         state,
+        _data: data,
     };
     if wait_ready {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,0 +1,253 @@
+//! The service's view of the label heads: the active version of each
+//! (tenant, task), reloaded when `state.json` names another one (a promote or
+//! rollback by this service, by the CLI or by another process), and the
+//! training jobs started over HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::inference::EncoderHandle;
+use crate::ml::pipeline::{self, Phase, TrainOptions, TrainOutcome};
+use crate::ml::store::StoreError;
+use crate::ml::{cache, dataset::Example, Classifier, Embedder, EmbeddingCache, ModelStore};
+
+/// (tenant, task) → the loaded active version and its number.
+type Loaded = HashMap<(String, String), (u32, Arc<Classifier>)>;
+
+pub struct Heads {
+    pub store: ModelStore,
+    loaded: Mutex<Loaded>,
+    jobs: Mutex<HashMap<u64, Job>>,
+    next_job: std::sync::atomic::AtomicU64,
+    /// One training at a time: the encoder is shared with live traffic.
+    training: Arc<Mutex<()>>,
+    cache_dir: std::path::PathBuf,
+    cache: Arc<Mutex<Option<EmbeddingCache>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: u64,
+    #[serde(skip)]
+    pub tenant: String,
+    pub task: String,
+    pub status: JobStatus,
+    pub phase: Option<Phase>,
+    pub done: usize,
+    pub total: usize,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub result: Option<TrainOutcome>,
+    pub error: Option<String>,
+}
+
+/// The encoder behind the batcher, called from a training thread: it waits
+/// for a free queue slot instead of failing, so training yields to traffic.
+struct QueuedEmbedder {
+    handle: EncoderHandle,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Embedder for QueuedEmbedder {
+    fn id(&self) -> String {
+        cache::encoder_id(&self.handle.info.model)
+    }
+
+    fn dims(&self) -> usize {
+        self.handle.info.dims
+    }
+
+    fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let ids: Vec<Vec<u32>> = self
+            .handle
+            .tokenizer
+            .tokenize(texts, true)?
+            .into_iter()
+            .map(|t| t.ids)
+            .collect();
+        let permit = loop {
+            match self.handle.try_reserve() {
+                Ok(p) => break p,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        Ok(self
+            .runtime
+            .block_on(self.handle.embed(permit, ids, true))?)
+    }
+}
+
+impl Heads {
+    pub fn new(store: ModelStore, cache_dir: std::path::PathBuf) -> Self {
+        Self {
+            store,
+            loaded: Mutex::default(),
+            jobs: Mutex::default(),
+            next_job: 1.into(),
+            training: Arc::default(),
+            cache_dir,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The active version of `task` for `tenant`, loaded once per version.
+    pub fn active(&self, tenant: &str, task: &str) -> Result<Arc<Classifier>, StoreError> {
+        let version = self
+            .store
+            .active(tenant, task)?
+            .ok_or_else(|| StoreError::NoModel {
+                tenant: tenant.into(),
+                task: task.into(),
+            })?;
+        let key = (tenant.to_string(), task.to_string());
+        if let Some((v, m)) = self.lock_loaded().get(&key) {
+            if *v == version {
+                return Ok(m.clone());
+            }
+        }
+        let model = Arc::new(self.store.load(tenant, task, version)?);
+        tracing::info!(tenant, task, version, "loaded label head");
+        self.lock_loaded().insert(key, (version, model.clone()));
+        Ok(model)
+    }
+
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Job>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A job of `tenant` (another tenant's job is `None`).
+    pub fn job(&self, tenant: &str, id: u64) -> Option<Job> {
+        self.lock_jobs()
+            .get(&id)
+            .filter(|j| j.tenant == tenant)
+            .cloned()
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut Job)) {
+        if let Some(j) = self.lock_jobs().get_mut(&id) {
+            f(j);
+        }
+    }
+
+    /// Starts training on a thread of its own; returns the job at once.
+    pub fn start_training(
+        self: &Arc<Self>,
+        encoder: EncoderHandle,
+        examples: Vec<Example>,
+        heldout: Option<Vec<Example>>,
+        opts: TrainOptions,
+    ) -> std::io::Result<Job> {
+        let id = self
+            .next_job
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let job = Job {
+            id,
+            tenant: opts.tenant.clone(),
+            task: opts.task.clone(),
+            status: JobStatus::Queued,
+            phase: None,
+            done: 0,
+            total: 0,
+            created_at: crate::ml::model::now_utc(),
+            finished_at: None,
+            result: None,
+            error: None,
+        };
+        self.lock_jobs().insert(id, job.clone());
+        let me = self.clone();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name(format!("train-{id}"))
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    me.run_training(id, encoder, runtime, examples, heldout, &opts)
+                }));
+                let finished = Some(crate::ml::model::now_utc());
+                match outcome {
+                    Ok(Ok(result)) => {
+                        tracing::info!(
+                            job = id,
+                            version = result.version,
+                            promoted = result.promoted,
+                            "training finished"
+                        );
+                        me.update(id, |j| {
+                            j.status = JobStatus::Succeeded;
+                            j.result = Some(result);
+                            j.finished_at = finished;
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(job = id, error = %e, "training failed");
+                        me.update(id, |j| {
+                            j.status = JobStatus::Failed;
+                            j.error = Some(format!("{e:#}"));
+                            j.finished_at = finished;
+                        });
+                    }
+                    Err(_) => me.update(id, |j| {
+                        j.status = JobStatus::Failed;
+                        j.error = Some("training crashed (see the service log)".into());
+                        j.finished_at = finished;
+                    }),
+                }
+            })?;
+        Ok(job)
+    }
+
+    fn run_training(
+        &self,
+        id: u64,
+        handle: EncoderHandle,
+        runtime: tokio::runtime::Handle,
+        examples: Vec<Example>,
+        heldout: Option<Vec<Example>>,
+        opts: &TrainOptions,
+    ) -> anyhow::Result<TrainOutcome> {
+        let training = self.training.clone();
+        let _one_at_a_time = training.lock().unwrap_or_else(|p| p.into_inner());
+        self.update(id, |j| j.status = JobStatus::Running);
+        let embedder = QueuedEmbedder { handle, runtime };
+        let cache_slot = self.cache.clone();
+        let mut slot = cache_slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(EmbeddingCache::open(
+                &self.cache_dir,
+                &embedder.id(),
+                embedder.dims(),
+            )?);
+        }
+        let cache = slot.as_mut().expect("set just above");
+        let mut progress = |phase: Phase, done: usize, total: usize| {
+            self.update(id, |j| {
+                j.phase = Some(phase);
+                j.done = done;
+                j.total = total;
+            });
+        };
+        pipeline::train(
+            &self.store,
+            &embedder,
+            cache,
+            examples,
+            heldout,
+            opts,
+            &mut progress,
+        )
+    }
+}

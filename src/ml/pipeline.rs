@@ -1,0 +1,420 @@
+//! Train, evaluate and promote: the steps behind `helpdesk train`, `helpdesk
+//! eval` and the `/v1/models/{task}` routes.
+//!
+//! 1. Take at most N examples per label (seeded) when asked.
+//! 2. Hold out a stratified share (or use the given held-out set).
+//! 3. Embed everything through the cache (only new texts are encoded).
+//! 4. Fit the head: k-NN when a label has fewer than 5 examples, else a
+//!    softmax head with the lexical mix picked on validation.
+//! 5. Evaluate on the held-out examples; evaluate the active version on the
+//!    same examples; promote when the candidate is not worse (macro-F1).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::inference::calibration::threshold_for_precision;
+use crate::inference::lexical::train_mixed;
+use crate::inference::training::{train_softmax, TrainConfig};
+
+use super::cache::{Embedder, EmbeddingCache};
+use super::dataset::{data_hash, label_targets, limit_per_class, split, Example};
+use super::eval::{evaluate, EvalReport, Judged};
+use super::model::{now_utc, Classifier, Gate, HeadKind, ModelCard};
+use super::store::ModelStore;
+
+/// Fewer examples than this in some label: k-NN instead of a trained head.
+pub const MIN_PER_CLASS_FOR_SOFTMAX: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PromotePolicy {
+    /// Promote when the held-out macro-F1 is not worse than the active version's.
+    Gate,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub task: String,
+    pub tenant: String,
+    pub kind: Option<HeadKind>,
+    pub limit_per_class: Option<usize>,
+    pub seed: u64,
+    /// Share held out for evaluation when no held-out set is given.
+    pub heldout_fraction: f64,
+    pub target_precision: f32,
+    /// Candidate weights of the lexical features (0 = embedding only).
+    pub lexical_weights: Vec<f32>,
+    pub lexical_dims: usize,
+    /// Exemplars per label kept as evidence with a trained head.
+    pub evidence_per_class: usize,
+    pub neutral_label: Option<String>,
+    pub promote: PromotePolicy,
+    pub command: Option<String>,
+    pub head: TrainConfig,
+}
+
+impl TrainOptions {
+    pub fn new(task: &str, tenant: &str) -> Self {
+        Self {
+            task: task.into(),
+            tenant: tenant.into(),
+            kind: None,
+            limit_per_class: None,
+            seed: 42,
+            heldout_fraction: 0.2,
+            target_precision: 0.95,
+            lexical_weights: vec![0.0, 0.5, 1.0],
+            lexical_dims: 1 << 12,
+            evidence_per_class: 8,
+            neutral_label: None,
+            promote: PromotePolicy::Gate,
+            command: None,
+            head: TrainConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Embedding,
+    Training,
+    Evaluating,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    pub version: u32,
+    pub promoted: bool,
+    pub card: ModelCard,
+    pub report: EvalReport,
+}
+
+/// Embeds `texts` through the cache with progress reports.
+fn embed(
+    embedder: &dyn Embedder,
+    cache: &mut EmbeddingCache,
+    texts: &[&str],
+    progress: &mut dyn FnMut(Phase, usize, usize),
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    cache.embed_all(embedder, texts, 256, |d, t| {
+        progress(Phase::Embedding, d, t)
+    })
+}
+
+/// Judges `model` on `examples` whose embeddings are `vectors`. When the gold
+/// labels include the model's neutral label, an abstention counts as it.
+pub fn judge(model: &Classifier, examples: &[Example], vectors: &[Vec<f32>]) -> Vec<Judged> {
+    let neutral = model
+        .card
+        .neutral_label
+        .as_ref()
+        .filter(|n| examples.iter().any(|e| &e.label == *n));
+    examples
+        .iter()
+        .zip(vectors)
+        .map(|(e, v)| {
+            let p = model.predict(v, &e.text);
+            let (top, label) = match (neutral, &p.label) {
+                (Some(n), None) => (n.clone(), Some(n.clone())),
+                _ => (p.top.clone(), p.label.clone()),
+            };
+            Judged {
+                gold: e.label.clone(),
+                top,
+                label,
+                confidence: p.confidence,
+            }
+        })
+        .collect()
+}
+
+/// Evaluates an already loaded version on labelled examples.
+pub fn evaluate_model(
+    model: &Classifier,
+    embedder: &dyn Embedder,
+    cache: &mut EmbeddingCache,
+    examples: &[Example],
+    progress: &mut dyn FnMut(Phase, usize, usize),
+) -> anyhow::Result<EvalReport> {
+    anyhow::ensure!(
+        model.card.encoder == embedder.id(),
+        "version {} reads vectors of {}, this service runs {}",
+        model.card.version,
+        model.card.encoder,
+        embedder.id()
+    );
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let vectors = embed(embedder, cache, &texts, progress)?;
+    progress(Phase::Evaluating, 0, examples.len());
+    let judged = judge(model, examples, &vectors);
+    progress(Phase::Evaluating, examples.len(), examples.len());
+    Ok(evaluate(
+        &model.card.task,
+        &model.card.tenant,
+        model.card.version,
+        model.labels(),
+        model.card.threshold,
+        &judged,
+    ))
+}
+
+/// The `n` examples of each label closest to the label's mean vector.
+fn central_exemplars(
+    examples: &[Example],
+    vectors: &[Vec<f32>],
+    targets: &[usize],
+    classes: usize,
+    n: usize,
+) -> Vec<(String, usize, Vec<f32>)> {
+    let dims = vectors.first().map_or(0, Vec::len);
+    let mut out = Vec::new();
+    for c in 0..classes {
+        let members: Vec<usize> = (0..targets.len()).filter(|&i| targets[i] == c).collect();
+        let mut mean = vec![0f32; dims];
+        for &i in &members {
+            mean.iter_mut().zip(&vectors[i]).for_each(|(m, x)| *m += x);
+        }
+        let mut scored: Vec<(f32, usize)> = members
+            .iter()
+            .map(|&i| (vectors[i].iter().zip(&mean).map(|(a, b)| a * b).sum(), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        out.extend(
+            scored
+                .into_iter()
+                .take(n)
+                .map(|(_, i)| (examples[i].text.clone(), c, vectors[i].clone())),
+        );
+    }
+    out
+}
+
+/// Trains a new version of `opts.task` for `opts.tenant`, evaluates it,
+/// stores it and promotes it per `opts.promote`.
+pub fn train(
+    store: &ModelStore,
+    embedder: &dyn Embedder,
+    cache: &mut EmbeddingCache,
+    examples: Vec<Example>,
+    heldout: Option<Vec<Example>>,
+    opts: &TrainOptions,
+    progress: &mut dyn FnMut(Phase, usize, usize),
+) -> anyhow::Result<TrainOutcome> {
+    super::store::check_name("tenant", &opts.tenant)?;
+    super::store::check_name("task", &opts.task)?;
+    let examples = match opts.limit_per_class {
+        Some(n) => limit_per_class(&examples, n, opts.seed),
+        None => examples,
+    };
+    let (train_set, heldout) = match heldout {
+        Some(h) => (examples, h),
+        None => split(&examples, opts.heldout_fraction, opts.seed),
+    };
+    let (labels, targets) = label_targets(&train_set);
+    anyhow::ensure!(
+        labels.len() >= 2,
+        "training needs at least two labels, the data has {}",
+        labels.len()
+    );
+    anyhow::ensure!(!heldout.is_empty(), "no held-out examples to evaluate on");
+    let started = Instant::now();
+    let mut texts: Vec<&str> = train_set.iter().map(|e| e.text.as_str()).collect();
+    texts.extend(heldout.iter().map(|e| e.text.as_str()));
+    let all = embed(embedder, cache, &texts, progress)?;
+    let (train_vecs, heldout_vecs) = all.split_at(train_set.len());
+    let embed_seconds = started.elapsed().as_secs_f32();
+
+    let min_count = (0..labels.len())
+        .map(|c| targets.iter().filter(|&&t| t == c).count())
+        .min()
+        .unwrap_or(0);
+    let kind = opts
+        .kind
+        .unwrap_or(if min_count < MIN_PER_CLASS_FOR_SOFTMAX {
+            HeadKind::Knn
+        } else {
+            HeadKind::Softmax
+        });
+    progress(Phase::Training, 0, 1);
+    let started = Instant::now();
+    let mut card = ModelCard {
+        task: opts.task.clone(),
+        tenant: opts.tenant.clone(),
+        version: 0,
+        kind,
+        labels: labels.clone(),
+        encoder: embedder.id(),
+        dims: embedder.dims(),
+        created_at: now_utc(),
+        data_hash: data_hash(&train_set),
+        train_examples: train_set.len(),
+        heldout_examples: heldout.len(),
+        lexical_weight: 0.0,
+        lexical_dims: 0,
+        temperature: 1.0,
+        threshold: 0.0,
+        target_precision: opts.target_precision,
+        neutral_label: opts.neutral_label.clone(),
+        metrics: None,
+        gate: None,
+        training: serde_json::Value::Null,
+        command: opts.command.clone(),
+    };
+    let cfg = TrainConfig {
+        target_precision: opts.target_precision,
+        seed: opts.seed,
+        ..opts.head.clone()
+    };
+    let mut model = match kind {
+        HeadKind::Softmax => {
+            let lexical = opts.lexical_weights.iter().any(|&w| w > 0.0);
+            let exemplars = central_exemplars(
+                &train_set,
+                train_vecs,
+                &targets,
+                labels.len(),
+                opts.evidence_per_class,
+            );
+            if lexical {
+                let train_texts: Vec<&str> = train_set.iter().map(|e| e.text.as_str()).collect();
+                let (mixed, report, trials) = train_mixed(
+                    train_vecs,
+                    &train_texts,
+                    &targets,
+                    labels.clone(),
+                    &cfg,
+                    &opts.lexical_weights,
+                    opts.lexical_dims,
+                )?;
+                card.lexical_weight = mixed.weight;
+                card.lexical_dims = mixed.tfidf.dims();
+                card.temperature = mixed.head.temperature;
+                card.threshold = mixed.head.threshold;
+                card.training = serde_json::json!({ "head": report, "lexical_trials": trials });
+                let tfidf = (mixed.weight > 0.0).then_some(mixed.tfidf);
+                Classifier::softmax(card, mixed.head, tfidf, exemplars)
+            } else {
+                let (head, report) = train_softmax(train_vecs, &targets, labels.clone(), &cfg)?;
+                card.temperature = head.temperature;
+                card.threshold = head.threshold;
+                card.training = serde_json::json!({ "head": report });
+                Classifier::softmax(card, head, None, exemplars)
+            }
+        }
+        HeadKind::Knn => {
+            let exemplars: Vec<(String, usize, Vec<f32>)> = train_set
+                .iter()
+                .zip(train_vecs)
+                .zip(&targets)
+                .map(|((e, v), &t)| (e.text.clone(), t, v.clone()))
+                .collect();
+            card.temperature = 0.05;
+            // The threshold from a validation split of the training examples.
+            let (fit, val) = split(&train_set, 0.2, opts.seed);
+            let pick = |part: &[Example]| -> Vec<(String, usize, Vec<f32>)> {
+                part.iter()
+                    .filter_map(|e| exemplars.iter().find(|x| x.0 == e.text))
+                    .cloned()
+                    .collect()
+            };
+            let probe = Classifier::knn(card.clone(), pick(&fit));
+            if let (Ok(probe), false) = (probe, val.is_empty()) {
+                let val_vecs: Vec<Vec<f32>> = pick(&val).into_iter().map(|x| x.2).collect();
+                let judged: Vec<(f32, bool)> = judge(&probe, &val, &val_vecs)
+                    .iter()
+                    .map(|j| (j.confidence, j.top == j.gold))
+                    .collect();
+                let t = threshold_for_precision(&judged, opts.target_precision);
+                card.threshold = t.threshold;
+                card.training = serde_json::json!({ "threshold": t, "val_examples": val.len() });
+            }
+            Classifier::knn(card, exemplars)?
+        }
+        HeadKind::ZeroShot => anyhow::bail!(
+            "zero-shot heads come from label descriptions, not labelled examples: use `--descriptions`"
+        ),
+    };
+    let train_seconds = started.elapsed().as_secs_f32();
+    if let serde_json::Value::Object(m) = &mut model.card.training {
+        m.insert("embed_seconds".into(), embed_seconds.into());
+        m.insert("head_seconds".into(), train_seconds.into());
+    }
+
+    progress(Phase::Evaluating, 0, heldout.len());
+    let report = evaluate(
+        &opts.task,
+        &opts.tenant,
+        0,
+        &labels,
+        model.card.threshold,
+        &judge(&model, &heldout, heldout_vecs),
+    );
+    model.card.metrics = Some(report.summary());
+    let gate = gate(store, &model, &heldout, heldout_vecs, report.macro_f1, opts);
+    let promoted = gate.promoted;
+    model.card.gate = Some(gate);
+    let version = store.save_new(&mut model)?;
+    if promoted {
+        store.promote(&opts.tenant, &opts.task, version)?;
+    }
+    progress(Phase::Evaluating, heldout.len(), heldout.len());
+    let mut report = report;
+    report.version = version;
+    Ok(TrainOutcome {
+        version,
+        promoted,
+        card: model.card,
+        report,
+    })
+}
+
+/// Scores the active version on the candidate's held-out examples.
+fn gate(
+    store: &ModelStore,
+    candidate: &Classifier,
+    heldout: &[Example],
+    vectors: &[Vec<f32>],
+    score: f32,
+    opts: &TrainOptions,
+) -> Gate {
+    let active_version = store.active(&opts.tenant, &opts.task).ok().flatten();
+    let active = active_version
+        .and_then(|v| store.load(&opts.tenant, &opts.task, v).ok())
+        .filter(|a| a.card.encoder == candidate.card.encoder)
+        .map(|a| {
+            evaluate(
+                &opts.task,
+                &opts.tenant,
+                a.card.version,
+                a.labels(),
+                a.card.threshold,
+                &judge(&a, heldout, vectors),
+            )
+            .macro_f1
+        });
+    let (promoted, reason) = match (opts.promote, active) {
+        (PromotePolicy::Always, _) => (true, "promotion forced".to_string()),
+        (PromotePolicy::Never, _) => (false, "promotion not asked for".to_string()),
+        (PromotePolicy::Gate, None) => (true, "no active version to compare with".to_string()),
+        (PromotePolicy::Gate, Some(a)) if score + 1e-6 >= a => (
+            true,
+            format!("held-out macro-F1 {score:.4} is not worse than the active version's {a:.4}"),
+        ),
+        (PromotePolicy::Gate, Some(a)) => (
+            false,
+            format!("held-out macro-F1 {score:.4} is worse than the active version's {a:.4}: kept the active one"),
+        ),
+    };
+    Gate {
+        metric: "macro_f1".into(),
+        candidate: score,
+        active,
+        active_version,
+        promoted,
+        reason,
+    }
+}

@@ -1,0 +1,335 @@
+//! The label heads over HTTP: the shipped sentiment head, urgency, training
+//! as a job, versions, the promotion gate, rollback, hot reload and tenant
+//! isolation.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{repo_path, spawn_app, TestApp};
+
+/// The jargon fixture as (text, label) rows of one split.
+fn jargon(split: &str) -> Vec<Value> {
+    let mut r = csv::Reader::from_path(repo_path("tests/fixtures/jargon_tickets.csv")).unwrap();
+    r.records()
+        .map(|x| x.unwrap())
+        .filter(|x| &x[2] == split)
+        .map(|x| json!({ "text": &x[0], "label": &x[1] }))
+        .collect()
+}
+
+async fn wait_for_job(app: &TestApp, tenant: &str, url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let r = app.get_as(tenant, url).await;
+        assert_eq!(r.status(), 200);
+        let job: Value = r.json().await.unwrap();
+        match job["status"].as_str().unwrap() {
+            "succeeded" | "failed" => return job,
+            "queued" | "running" => {}
+            other => panic!("unexpected job status {other}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "training job did not finish: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn train(app: &TestApp, tenant: &str, task: &str, body: Value) -> Value {
+    let r = app
+        .post_as(tenant, &format!("/v1/models/{task}/train"), &body)
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let started: Value = r.json().await.unwrap();
+    let job = wait_for_job(app, tenant, started["status_url"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    job
+}
+
+async fn classify(app: &TestApp, tenant: &str, task: &str, texts: &[&str]) -> Value {
+    let r = app
+        .post_as(
+            tenant,
+            "/v1/classify",
+            &json!({ "inputs": texts, "task": task }),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_shipped_sentiment_head_answers_with_three_labels_and_scores() {
+    let app = spawn_app().await;
+    let r = app
+        .post_json(
+            "/v1/sentiment",
+            &json!({ "inputs": [
+                "Thank you so much, the technician was wonderful and fixed everything.",
+                "This is terrible, the system crashed again and I lost all my work."
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["version"], 0, "the shipped head is version 0");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["label"], "positive", "{body}");
+    assert_eq!(results[1]["label"], "negative", "{body}");
+    for r in results {
+        let sum: f64 = r["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["probability"].as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-4);
+    }
+    // The neutral band: below the calibrated threshold the answer is neutral.
+    let card: Value = app.get("/v1/models/sentiment").await.json().await.unwrap();
+    let threshold = card["versions"][0]["threshold"].as_f64().unwrap();
+    assert!(threshold > 0.5 && threshold < 1.0, "{card}");
+    assert_eq!(card["versions"][0]["neutral_label"], "neutral");
+}
+
+#[tokio::test]
+async fn urgency_combines_signals_with_negative_sentiment() {
+    let app = spawn_app().await;
+    let r = app
+        .post_json(
+            "/v1/urgency",
+            &json!({ "text": "The VPN is down for everyone and we cannot work, this is awful and unacceptable.",
+                     "previous_contacts": 1 }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let u: Value = r.json().await.unwrap();
+    assert_eq!(u["level"], "critical", "{u}");
+    assert_eq!(u["sentiment"]["label"], "negative", "{u}");
+    let reasons: Vec<&str> = u["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("negative sentiment")),
+        "{reasons:?}"
+    );
+    let calm: Value = app
+        .post_json("/v1/urgency", &json!({ "text": "When you have time, could you add me to the marketing list? No rush." }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calm["level"], "low", "{calm}");
+}
+
+#[tokio::test]
+async fn a_tenant_trains_a_head_over_http_and_classifies_with_evidence() {
+    let app = spawn_app().await;
+    let train_rows = jargon("train");
+    let test_rows = jargon("test");
+    let job = train(
+        &app,
+        "acme",
+        "team",
+        json!({ "examples": train_rows, "heldout": test_rows, "seed": 7 }),
+    )
+    .await;
+    let result = &job["result"];
+    assert_eq!(result["version"], 1);
+    assert_eq!(result["promoted"], true);
+    assert_eq!(
+        result["card"]["kind"], "softmax",
+        "6 examples per team: a trained head"
+    );
+    assert_eq!(job["phase"], "evaluating");
+    let report = &result["report"];
+    for key in [
+        "accuracy",
+        "macro_f1",
+        "ece",
+        "coverage",
+        "precision_at_threshold",
+        "per_class",
+        "confusion",
+    ] {
+        assert!(report.get(key).is_some(), "report lacks {key}");
+    }
+
+    let versions: Value = app
+        .get_as("acme", "/v1/models/team")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions["active"], 1);
+    assert_eq!(
+        versions["versions"][0]["labels"].as_array().unwrap().len(),
+        7
+    );
+
+    // Held-out tickets, classified through the API.
+    let texts: Vec<&str> = test_rows
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    let body = classify(&app, "acme", "team", &texts).await;
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), texts.len());
+    let correct = results
+        .iter()
+        .zip(&test_rows)
+        .filter(|(p, gold)| p["team"]["top"] == gold["label"])
+        .count();
+    let acc = correct as f64 / texts.len() as f64;
+    eprintln!("jargon held-out accuracy over HTTP: {acc:.3}");
+    assert!(acc >= 0.75, "accuracy {acc}");
+    let first = &results[0]["team"];
+    assert_eq!(first["version"], 1);
+    assert!(!first["evidence"].as_array().unwrap().is_empty());
+    assert!(first["probabilities"].as_array().unwrap().len() == 7);
+
+    // Another tenant sees none of it.
+    assert_eq!(app.get_as("globex", "/v1/models/team").await.status(), 404);
+    let r = app
+        .post_as(
+            "globex",
+            "/v1/classify",
+            &json!({ "inputs": "printer offline", "task": "team" }),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let url = format!("/v1/jobs/{}", job["id"]);
+    assert_eq!(app.get_as("globex", &url).await.status(), 404);
+    assert_eq!(app.get_as("acme", &url).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_gate_keeps_a_worse_version_and_promote_rollback_reload_without_restart() {
+    let app = spawn_app().await;
+    let train_rows = jargon("train");
+    let test_rows = jargon("test");
+    let body = json!({ "examples": train_rows, "heldout": test_rows });
+    train(&app, "acme", "team", body.clone()).await;
+
+    // Version 2 learns from labels shuffled across teams: worse on held-out.
+    let mut scrambled = train_rows.clone();
+    let n = scrambled.len();
+    for i in 0..n {
+        scrambled[i]["label"] = train_rows[(i * 7 + 3) % n]["label"].clone();
+    }
+    let job = train(
+        &app,
+        "acme",
+        "team",
+        json!({ "examples": scrambled, "heldout": test_rows }),
+    )
+    .await;
+    let gate = &job["result"]["card"]["gate"];
+    assert_eq!(job["result"]["version"], 2);
+    assert_eq!(gate["promoted"], false, "{gate}");
+    assert!(
+        gate["candidate"].as_f64() < gate["active"].as_f64(),
+        "{gate}"
+    );
+    let v: Value = app
+        .get_as("acme", "/v1/models/team")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["active"], 1);
+    assert_eq!(v["versions"].as_array().unwrap().len(), 2);
+
+    // Promote by hand; the next request runs on version 2.
+    let r = app
+        .post_as("acme", "/v1/models/team/promote", &json!({ "version": 2 }))
+        .await;
+    assert_eq!(r.status(), 200);
+    let p = classify(&app, "acme", "team", &["VPN keeps disconnecting"]).await;
+    assert_eq!(p["results"][0]["team"]["version"], 2);
+
+    // Roll back: version 1 again, then nothing earlier to go back to.
+    let r = app
+        .post_as("acme", "/v1/models/team/rollback", &json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let p = classify(&app, "acme", "team", &["VPN keeps disconnecting"]).await;
+    assert_eq!(p["results"][0]["team"]["version"], 1);
+    let r = app
+        .post_as("acme", "/v1/models/team/rollback", &json!({}))
+        .await;
+    assert_eq!(r.status(), 409);
+
+    // A promotion from outside the service (the CLI writes the same state
+    // file) is picked up without a restart.
+    app.state.heads.store.promote("acme", "team", 2).unwrap();
+    let p = classify(&app, "acme", "team", &["VPN keeps disconnecting"]).await;
+    assert_eq!(p["results"][0]["team"]["version"], 2);
+    // Promoting a version that does not exist changes nothing.
+    let r = app
+        .post_as("acme", "/v1/models/team/promote", &json!({ "version": 9 }))
+        .await;
+    assert_eq!(r.status(), 404);
+    let v: Value = app
+        .get_as("acme", "/v1/models/team")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["active"], 2);
+}
+
+#[tokio::test]
+async fn bad_requests_are_json_errors_and_change_nothing() {
+    let app = spawn_app().await;
+    let cases = [
+        ("/v1/classify", json!({ "inputs": "x" }), 422),
+        (
+            "/v1/classify",
+            json!({ "inputs": "x", "task": "../etc" }),
+            422,
+        ),
+        (
+            "/v1/classify",
+            json!({ "inputs": "x", "task": "nosuchtask" }),
+            404,
+        ),
+        (
+            "/v1/classify",
+            json!({ "inputs": [], "task": "sentiment" }),
+            422,
+        ),
+        ("/v1/sentiment", json!({ "text": "wrong field" }), 422),
+        (
+            "/v1/models/team/train",
+            json!({ "examples": [{ "text": "a", "label": "x" }, { "text": "b", "label": "x" }] }),
+            422,
+        ),
+        (
+            "/v1/models/team/train",
+            json!({ "examples": [{ "text": " ", "label": "x" }, { "text": "b", "label": "y" }] }),
+            422,
+        ),
+        ("/v1/models/team/train", json!({ "examples": "nope" }), 422),
+        ("/v1/models/team/promote", json!({ "version": 1 }), 404),
+        ("/v1/models/team/rollback", json!({}), 409),
+    ];
+    for (path, body, status) in cases {
+        let r = app.post_json(path, &body).await;
+        assert_eq!(r.status().as_u16(), status, "{path} {body}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+    }
+    let r = app
+        .post_as("bad tenant!", "/v1/sentiment", &json!({ "inputs": "hi" }))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(app.get("/v1/models/team").await.status(), 404);
+    assert_eq!(app.get("/v1/jobs/1").await.status(), 404);
+    assert_eq!(app.get("/v1/jobs/abc").await.status(), 404);
+}
