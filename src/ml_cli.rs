@@ -223,7 +223,7 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "task": args.task, "tenant": args.tenant, "version": card.version,
-            "promoted": outcome.promoted, "kind": card.kind, "gate": card.gate,
+            "promoted": outcome.promoted, "kind": card.kind, "lexical_weight": card.lexical_weight, "gate": card.gate,
             "metrics": card.metrics, "training": card.training,
             "report": files,
         })

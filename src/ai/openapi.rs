@@ -32,12 +32,23 @@ pub fn document() -> Value {
         r["200"] = ok;
         r
     };
+    let with_404 = |ok: Value| {
+        let mut r = with(ok);
+        r["404"] = error_response("No model for this task and tenant");
+        r
+    };
+    let tenant = json!({ "name": "X-Tenant-Id", "in": "header", "required": false,
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "default": "default" },
+        "description": "The tenant (until API keys carry it)" });
+    let task = json!({ "name": "task", "in": "path", "required": true,
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" } });
+    let inputs = json!({ "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" }, "minItems": 1 } ] });
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "helpdesk-ai inference service",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Text embeddings (TEI- and OpenAI-compatible) and operational endpoints."
+            "description": "Text embeddings (TEI- and OpenAI-compatible), label heads (classify, sentiment, urgency; versions, training jobs, promotion, rollback) and operational endpoints."
         },
         "paths": {
             "/embed": { "post": {
@@ -64,7 +75,59 @@ pub fn document() -> Value {
             "/metrics": { "get": { "summary": "Prometheus metrics",
                 "responses": { "200": { "description": "Text exposition format", "content": { "text/plain": {} } } } } },
             "/openapi.json": { "get": { "summary": "This document",
-                "responses": { "200": { "description": "OpenAPI 3.1" } } } }
+                "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+            "/v1/classify": { "post": {
+                "summary": "Predict one or more tasks' labels; each text is encoded once for all tasks",
+                "parameters": [tenant.clone()],
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/ClassifyRequest" } } } },
+                "responses": with_404(json!({ "description": "Per input, task → prediction",
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ClassifyResponse" } } } }))
+            }},
+            "/v1/sentiment": { "post": {
+                "summary": "negative / neutral / positive with scores (the tenant's sentiment task, else the shipped head)",
+                "parameters": [tenant.clone()],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["inputs"], "properties": { "inputs": inputs.clone() } } } } },
+                "responses": with(json!({ "description": "One result per input",
+                    "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "version": { "type": "integer" },
+                        "results": { "type": "array", "items": { "$ref": "#/components/schemas/Sentiment" } } } } } } }))
+            }},
+            "/v1/urgency": { "post": {
+                "summary": "low / normal / high / critical from outage, deadline, VIP and repeat signals plus negative sentiment, with reasons",
+                "parameters": [tenant.clone()],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["text"], "properties": {
+                        "text": { "type": "string" }, "vip_requester": { "type": "boolean" },
+                        "previous_contacts": { "type": "integer", "minimum": 0 } } } } } },
+                "responses": with(json!({ "description": "Level, points, reasons and the sentiment used" }))
+            }},
+            "/v1/models": { "get": { "summary": "The tenant's tasks and their active versions",
+                "parameters": [tenant.clone()],
+                "responses": { "200": { "description": "Tasks" }, "422": error_response("Bad tenant id") } } },
+            "/v1/models/{task}": { "get": { "summary": "Versions of a task with their model cards (labels, head kind, metrics, data hash, encoder, date)",
+                "parameters": [tenant.clone(), task.clone()],
+                "responses": { "200": { "description": "Versions and the active one" }, "404": error_response("No such task for this tenant") } } },
+            "/v1/models/{task}/train": { "post": {
+                "summary": "Train a new version as a job; it is promoted when its held-out macro-F1 is not worse than the active version's",
+                "parameters": [tenant.clone(), task.clone()],
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/TrainRequest" } } } },
+                "responses": { "202": { "description": "Job started: poll `status_url`" },
+                    "413": error_response("Too many examples"), "422": error_response("Fewer than two labels, empty texts"),
+                    "503": error_response("Model not loaded yet") } } },
+            "/v1/models/{task}/promote": { "post": { "summary": "Make a version active (the service reloads it on the next request)",
+                "parameters": [tenant.clone(), task.clone()],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["version"], "properties": { "version": { "type": "integer", "minimum": 0 } } } } } },
+                "responses": { "200": { "description": "Versions after the change" }, "404": error_response("No such version") } } },
+            "/v1/models/{task}/rollback": { "post": { "summary": "Make the previously active version active again",
+                "parameters": [tenant.clone(), task.clone()],
+                "responses": { "200": { "description": "Versions after the change" }, "409": error_response("Nothing to roll back to") } } },
+            "/v1/jobs/{id}": { "get": { "summary": "A training job: status, phase and progress, result (version, card, report) or error",
+                "parameters": [tenant.clone(), { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                "responses": { "200": { "description": "The job" }, "404": error_response("No such job for this tenant") } } }
         },
         "components": { "schemas": {
             "Error": { "type": "object", "required": ["error", "code"], "properties": {
@@ -90,6 +153,32 @@ pub fn document() -> Value {
                     "embedding": { "oneOf": [ { "type": "array", "items": { "type": "number" } }, { "type": "string" } ] } } } },
                 "usage": { "type": "object", "properties": {
                     "prompt_tokens": { "type": "integer" }, "total_tokens": { "type": "integer" } } } } },
+            "ClassifyRequest": { "type": "object", "required": ["inputs"], "properties": {
+                "inputs": inputs,
+                "task": { "type": "string" },
+                "tasks": { "type": "array", "items": { "type": "string" } } } },
+            "Prediction": { "type": "object", "properties": {
+                "version": { "type": "integer" },
+                "label": { "type": ["string", "null"], "description": "null: abstain (below the threshold), route to a human" },
+                "top": { "type": "string" }, "confidence": { "type": "number" },
+                "probabilities": { "type": "array", "items": { "type": "object", "properties": {
+                    "label": { "type": "string" }, "probability": { "type": "number" } } } },
+                "evidence": { "type": "array", "items": { "type": "object", "properties": {
+                    "text": { "type": "string" }, "label": { "type": "string" }, "similarity": { "type": "number" } } } } } },
+            "ClassifyResponse": { "type": "object", "properties": { "results": { "type": "array", "items": {
+                "type": "object", "additionalProperties": { "$ref": "#/components/schemas/Prediction" } } } } },
+            "Sentiment": { "type": "object", "properties": {
+                "label": { "enum": ["negative", "neutral", "positive"] }, "confidence": { "type": "number" },
+                "scores": { "type": "array", "items": { "type": "object" } } } },
+            "TrainRequest": { "type": "object", "required": ["examples"], "properties": {
+                "examples": { "type": "array", "items": { "type": "object", "required": ["text", "label"], "properties": {
+                    "text": { "type": "string" }, "label": { "type": "string" } } } },
+                "heldout": { "type": "array", "items": { "type": "object" } },
+                "kind": { "enum": ["knn", "softmax"] },
+                "limit_per_class": { "type": "integer" }, "seed": { "type": "integer" },
+                "target_precision": { "type": "number", "default": 0.95 },
+                "neutral_label": { "type": "string" },
+                "promote": { "enum": ["gate", "always", "never"], "default": "gate" } } },
             "Info": { "type": "object", "properties": {
                 "model": { "type": "string" }, "dims": { "type": "integer" },
                 "max_input_tokens": { "type": "integer" }, "max_inputs": { "type": "integer" },

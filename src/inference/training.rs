@@ -26,6 +26,9 @@ pub struct TrainConfig {
     pub balance_classes: bool,
     /// Precision the abstain threshold is chosen for, on validation data.
     pub target_precision: f32,
+    /// After early stopping, train again on training + validation examples
+    /// for the chosen number of epochs.
+    pub refit: bool,
 }
 
 impl Default for TrainConfig {
@@ -41,6 +44,7 @@ impl Default for TrainConfig {
             seed: 42,
             balance_classes: true,
             target_precision: 0.95,
+            refit: true,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct TrainReport {
     pub val_ece: f32,
     /// The abstain threshold and its coverage and precision on validation.
     pub threshold: Threshold,
+    /// Whether the weights were refitted on training + validation examples.
+    pub refit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +220,43 @@ fn loss(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> candle_core::Res
     (picked * &w)?.sum_all()?.neg()? / w.sum_all()?.to_scalar::<f32>()? as f64
 }
 
+/// Runs AdamW from zero weights over `idx` for up to `epochs` epochs;
+/// `after_epoch(epoch, w, b)` returns true to stop. Returns the last weights.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    vectors: &[Vec<f32>],
+    target_tensor: &dyn Fn(&[usize]) -> candle_core::Result<Tensor>,
+    idx: &mut [usize],
+    (dims, classes): (usize, usize),
+    cfg: &TrainConfig,
+    weights: &Tensor,
+    rng: &mut SplitMix,
+    epochs: usize,
+    mut after_epoch: impl FnMut(usize, &Tensor, &Tensor) -> candle_core::Result<bool>,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let dev = Device::Cpu;
+    let w = Var::zeros((dims, classes), DType::F32, &dev)?;
+    let b = Var::zeros(classes, DType::F32, &dev)?;
+    let params = ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(vec![w.clone(), b.clone()], params)?;
+    for epoch in 0..epochs {
+        rng.shuffle(idx);
+        for batch in idx.chunks(cfg.batch_size.max(1)) {
+            let x = rows(vectors, batch, dims, &dev)?;
+            let logits = x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+            opt.backward_step(&loss(&logits, &target_tensor(batch)?, weights)?)?;
+        }
+        if after_epoch(epoch, w.as_tensor(), b.as_tensor())? {
+            break;
+        }
+    }
+    Ok((w.as_tensor().copy()?, b.as_tensor().copy()?))
+}
+
 /// Trains a softmax head on `vectors` with `targets[i]` indexing `labels`.
 pub fn train_softmax(
     vectors: &[Vec<f32>],
@@ -260,51 +303,49 @@ pub fn train_softmax(
         )
     };
 
-    let w = Var::zeros((dims, classes), DType::F32, &dev)?;
-    let b = Var::zeros(classes, DType::F32, &dev)?;
-    let params = ParamsAdamW {
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    };
-    let mut opt = AdamW::new(vec![w.clone(), b.clone()], params)?;
     let (xv, yv) = (
         rows(vectors, &val_idx, dims, &dev)?,
         target_tensor(&val_idx)?,
     );
-
-    let mut best = (
-        f32::INFINITY,
-        0usize,
-        w.as_tensor().copy()?,
-        b.as_tensor().copy()?,
-    );
+    let mut best: Option<(f32, usize, Tensor, Tensor)> = None;
     let mut epochs = 0;
-    for epoch in 0..cfg.max_epochs {
-        epochs = epoch + 1;
-        rng.shuffle(&mut train_idx);
-        for batch in train_idx.chunks(cfg.batch_size.max(1)) {
-            let x = rows(vectors, batch, dims, &dev)?;
-            let logits = x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
-            opt.backward_step(&loss(&logits, &target_tensor(batch)?, &weights)?)?;
-        }
-        if val_idx.is_empty() {
-            best = (0.0, epoch, w.as_tensor().copy()?, b.as_tensor().copy()?);
-            continue;
-        }
-        let val_logits = xv.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
-        let val_loss = loss(&val_logits, &yv, &weights)?.to_scalar::<f32>()?;
-        if val_loss < best.0 {
-            best = (
-                val_loss,
-                epoch,
-                w.as_tensor().copy()?,
-                b.as_tensor().copy()?,
-            );
-        } else if epoch - best.1 >= cfg.patience {
-            break;
-        }
-    }
+    fit(
+        vectors,
+        &target_tensor,
+        &mut train_idx,
+        (dims, classes),
+        cfg,
+        &weights,
+        &mut rng,
+        cfg.max_epochs,
+        |epoch, w, b| {
+            epochs = epoch + 1;
+            if val_idx.is_empty() {
+                best = Some((0.0, epoch, w.copy()?, b.copy()?));
+                return Ok(false);
+            }
+            let val_logits = xv.matmul(w)?.broadcast_add(b)?;
+            let val_loss = loss(&val_logits, &yv, &weights)?.to_scalar::<f32>()?;
+            match &best {
+                Some((l, _, _, _)) if val_loss >= *l => {
+                    Ok(epoch - best.as_ref().map_or(0, |x| x.1) >= cfg.patience)
+                }
+                _ => {
+                    best = Some((val_loss, epoch, w.copy()?, b.copy()?));
+                    Ok(false)
+                }
+            }
+        },
+    )?;
+    let best = match best {
+        Some(b) => b,
+        None => (
+            f32::INFINITY,
+            0,
+            Tensor::zeros((dims, classes), DType::F32, &dev)?,
+            Tensor::zeros(classes, DType::F32, &dev)?,
+        ),
+    };
     let (val_loss, best_epoch, bw, bb) = best;
     let mut head = SoftmaxHead {
         labels,
@@ -333,6 +374,26 @@ pub fn train_softmax(
     let threshold = threshold_for_precision(&val_judged, cfg.target_precision);
     head.threshold = threshold.threshold;
     let val_correct = val_judged.iter().filter(|(_, ok)| *ok).count();
+    // Refit on training + validation examples for the epochs that validation
+    // chose, keeping the calibration fitted above: with few labels per class
+    // the held-back fifth is worth more as training data than as a check.
+    let refit = cfg.refit && !val_idx.is_empty();
+    if refit {
+        let mut all_idx: Vec<usize> = train_idx.iter().chain(&val_idx).copied().collect();
+        let (w, b) = fit(
+            vectors,
+            &target_tensor,
+            &mut all_idx,
+            (dims, classes),
+            cfg,
+            &weights,
+            &mut rng,
+            best_epoch + 1,
+            |_, _, _| Ok(false),
+        )?;
+        head.w = w.flatten_all()?.to_vec1()?;
+        head.b = b.to_vec1()?;
+    }
     let report = TrainReport {
         epochs,
         best_epoch: best_epoch + 1,
@@ -348,6 +409,7 @@ pub fn train_softmax(
         val_ece_raw,
         val_ece: ece(&val_judged, 15),
         threshold,
+        refit,
     };
     Ok((head, report))
 }
@@ -392,6 +454,17 @@ mod tests {
         };
         let (head, report) = train_softmax(&xs, &ys, labels(), &cfg).unwrap();
         assert_eq!(report.val_examples, 18);
+        assert!(report.refit);
+        let no_refit = TrainConfig {
+            refit: false,
+            ..cfg.clone()
+        };
+        let (held, _) = train_softmax(&xs, &ys, labels(), &no_refit).unwrap();
+        assert_ne!(
+            head.logits(&[0.5, 0.5, 0.0]),
+            held.logits(&[0.5, 0.5, 0.0]),
+            "the refit saw the validation examples too"
+        );
         assert!(report.val_accuracy > 0.99, "{report:?}");
         assert_eq!(head.predict(&[0.9, 0.1, 0.0]).top, "a");
         assert_eq!(head.predict(&[0.0, 0.1, 0.95]).top, "c");

@@ -138,8 +138,9 @@ fn a_trained_softmax_head_beats_knn_on_banking77_at_10_per_class() {
     );
 }
 
-// Measured 0.828 when this test was written; the floor is above k-NN's 0.808
-// on the same queries, which is what the test's name claims.
+// Measured 0.844 (0.828 before the head was refitted on training +
+// validation examples); the floor is above k-NN's 0.808 on the same queries,
+// which is what the test's name claims.
 const FLOOR_SOFTMAX: f64 = 0.81;
 
 /// (text, label) rows.
@@ -177,7 +178,12 @@ fn mixed_accuracy(
         &texts,
         &targets,
         labels,
-        &TrainConfig::default(),
+        // Without the refit on all 42 tickets: refitted, both heads get all
+        // 21 test tickets right and the fixture can no longer tell them apart.
+        &TrainConfig {
+            refit: false,
+            ..TrainConfig::default()
+        },
         weights,
         4096,
     )
@@ -191,9 +197,10 @@ fn mixed_accuracy(
     (correct as f64 / test.len() as f64, head.weight)
 }
 
-/// On Banking77 (fixture) the same mix did not help: embedding alone 0.828,
-/// weight 0.5 picked on the 154-example validation split 0.799, weight 1.0
-/// 0.763. Choosing the mix reliably needs more validation data (issue 3).
+/// Trained on 34 tickets (8 held for validation): embedding alone 0.905,
+/// with TF-IDF 0.952. On full Banking77 the mix picked on validation
+/// (weight 0.5) gives 94.03 % against 92.95 % for the embedding alone; at 10
+/// examples per intent validation picks weight 0 (scripts/eval-banking77.sh).
 #[test]
 fn lexical_features_help_on_jargon_heavy_tickets() {
     require_model();
