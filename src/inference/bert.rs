@@ -81,6 +81,73 @@ pub struct PackedBert {
     padded_attention: bool,
 }
 
+/// Tuned copies of the encoder's top layers: a task's branch. The base
+/// encoder runs once; the branch re-runs only these layers from the hidden
+/// states entering them.
+pub struct TopLayers {
+    layers: Vec<Layer>,
+}
+
+impl TopLayers {
+    /// From per-layer weights named as `PackedBert::layer_weights` names them.
+    pub fn from_weights(layers: &[Vec<(String, Tensor)>], heads: usize) -> Result<Self> {
+        let layers = layers
+            .iter()
+            .map(|named| {
+                let get = |n: &str| {
+                    named
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, t)| t.clone())
+                        .ok_or_else(|| {
+                            InferenceError::invalid_file("tuned layers", format!("no {n}"))
+                        })
+                };
+                let qw = get("query.weight")?;
+                let h = qw.dim(0)?;
+                let scale = 1.0 / ((h / heads.max(1)) as f64).sqrt();
+                let d = |w: Tensor, b: Tensor| Dense { w, b, q8: None };
+                let ln = |n: &str| -> Result<Tensor> {
+                    Ok(Tensor::stack(
+                        &[&get(&format!("{n}.weight"))?, &get(&format!("{n}.bias"))?],
+                        0,
+                    )?)
+                };
+                Ok(Layer {
+                    qkv: d(
+                        Tensor::cat(
+                            &[&(qw * scale)?, &get("key.weight")?, &get("value.weight")?],
+                            0,
+                        )?,
+                        Tensor::cat(
+                            &[
+                                &(get("query.bias")? * scale)?,
+                                &get("key.bias")?,
+                                &get("value.bias")?,
+                            ],
+                            0,
+                        )?,
+                    ),
+                    attn_out: d(get("attn_out.weight")?, get("attn_out.bias")?),
+                    ln1: ln("ln1")?,
+                    inter: d(get("inter.weight")?, get("inter.bias")?),
+                    out: d(get("out.weight")?, get("out.bias")?),
+                    ln2: ln("ln2")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
 /// Token ids of several sequences laid end to end.
 #[derive(Debug, Clone, Default)]
 pub struct Packed {
@@ -212,9 +279,130 @@ impl PackedBert {
 
     /// Last hidden state of every token: `[tokens, hidden]`.
     pub fn forward(&self, batch: &Packed) -> Result<Tensor> {
+        let (b, l) = (batch.lens.len(), batch.max_len());
+        let mut x = self.embeddings(batch)?;
+        // CPU: attention runs unpadded in one fused kernel. Other devices:
+        // gather into a padded block for candle's batched matmul.
+        let gather = self.gather(batch)?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, batch, gather.as_ref(), b, l)?;
+        }
+        Ok(x)
+    }
+
+    fn gather(&self, batch: &Packed) -> Result<Option<Gather>> {
+        Ok(if self.padded_attention {
+            Some(Gather::new(&batch.lens, &self.device)?)
+        } else {
+            None
+        })
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        batch: &Packed,
+        gather: Option<&Gather>,
+        b: usize,
+        l: usize,
+    ) -> Result<Tensor> {
+        let qkv = layer.qkv.forward(x, Activation::None)?;
+        let ctx = match gather {
+            None => qkv.apply_op1_no_bwd(&kernels::PackedAttention {
+                lens: batch.lens.clone(),
+                heads: self.heads,
+                head_dim: self.head_dim,
+            })?,
+            Some(g) => self.attention(&qkv, g, b, l)?,
+        };
+        let attn = layer.attn_out.forward(&ctx, Activation::None)?;
+        let x = kernels::add_layer_norm(&attn, x, &layer.ln1, self.eps)?;
+        let inter = layer.inter.forward(&x, Activation::Gelu)?;
+        let out = layer.out.forward(&inter, Activation::None)?;
+        Ok(kernels::add_layer_norm(&out, &x, &layer.ln2, self.eps)?)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    pub fn layer_norm_eps(&self) -> f32 {
+        self.eps
+    }
+
+    /// Mean of each sequence's rows of a packed `[tokens, hidden]` matrix.
+    pub fn mean_pool(&self, hidden: &Tensor, batch: &Packed) -> Result<Tensor> {
+        Ok(mean_pool_matrix(&batch.lens, &self.device)?.matmul(hidden)?)
+    }
+
+    /// One pass that also returns what a tuned branch needs: the hidden
+    /// states entering the top `k` layers, and the base model's last hidden
+    /// states (`[tokens, hidden]` each).
+    pub fn forward_split(&self, batch: &Packed, k: usize) -> Result<(Tensor, Tensor)> {
+        let n = self.layers.len();
+        let k = k.min(n);
+        let (b, l) = (batch.lens.len(), batch.max_len());
+        let gather = self.gather(batch)?;
+        let mut x = self.embeddings(batch)?;
+        let mut mid = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i == n - k {
+                mid = Some(x.clone());
+            }
+            x = self.layer_forward(layer, &x, batch, gather.as_ref(), b, l)?;
+        }
+        Ok((mid.unwrap_or_else(|| x.clone()), x))
+    }
+
+    /// Runs tuned top layers on the hidden states `forward_split` returned.
+    pub fn forward_top(&self, top: &TopLayers, mid: &Tensor, batch: &Packed) -> Result<Tensor> {
+        let (b, l) = (batch.lens.len(), batch.max_len());
+        let gather = self.gather(batch)?;
+        let mut x = mid.clone();
+        for layer in &top.layers {
+            x = self.layer_forward(layer, &x, batch, gather.as_ref(), b, l)?;
+        }
+        Ok(x)
+    }
+
+    /// Layer `i`'s weights as stored in the checkpoint (query unscaled), by
+    /// the names `TopLayers::from_weights` reads: the start of a tuned copy.
+    pub fn layer_weights(&self, i: usize) -> Result<Vec<(String, Tensor)>> {
+        let layer = self
+            .layers
+            .get(i)
+            .ok_or_else(|| InferenceError::invalid_file("model", format!("no layer {i}")))?;
+        let h = self.hidden;
+        let scale = (self.head_dim as f64).sqrt();
+        let ln = |t: &Tensor, j: usize| t.i(j);
+        Ok(vec![
+            ("query.weight".into(), (layer.qkv.w.i(0..h)? * scale)?),
+            ("query.bias".into(), (layer.qkv.b.i(0..h)? * scale)?),
+            ("key.weight".into(), layer.qkv.w.i(h..2 * h)?),
+            ("key.bias".into(), layer.qkv.b.i(h..2 * h)?),
+            ("value.weight".into(), layer.qkv.w.i(2 * h..3 * h)?),
+            ("value.bias".into(), layer.qkv.b.i(2 * h..3 * h)?),
+            ("attn_out.weight".into(), layer.attn_out.w.clone()),
+            ("attn_out.bias".into(), layer.attn_out.b.clone()),
+            ("ln1.weight".into(), ln(&layer.ln1, 0)?),
+            ("ln1.bias".into(), ln(&layer.ln1, 1)?),
+            ("inter.weight".into(), layer.inter.w.clone()),
+            ("inter.bias".into(), layer.inter.b.clone()),
+            ("out.weight".into(), layer.out.w.clone()),
+            ("out.bias".into(), layer.out.b.clone()),
+            ("ln2.weight".into(), ln(&layer.ln2, 0)?),
+            ("ln2.bias".into(), ln(&layer.ln2, 1)?),
+        ])
+    }
+
+    /// Token + position + type embeddings, normalised: `[tokens, hidden]`.
+    fn embeddings(&self, batch: &Packed) -> Result<Tensor> {
         let t = batch.tokens();
-        let b = batch.lens.len();
-        let l = batch.max_len();
         let dev = &self.device;
         let ids = Tensor::from_slice(&batch.ids, t, dev)?;
         let pos: Vec<u32> = batch.lens.iter().flat_map(|&n| 0..n as u32).collect();
@@ -224,32 +412,12 @@ impl PackedBert {
             .position
             .index_select(&pos, 0)?
             .broadcast_add(&self.token_type0)?;
-        let mut x = kernels::add_layer_norm(&emb, &emb_extra, &self.emb_ln, self.eps)?;
-
-        // CPU: attention runs unpadded in one fused kernel. Other devices:
-        // gather into a padded block for candle's batched matmul.
-        let gather = if self.padded_attention {
-            Some(Gather::new(&batch.lens, dev)?)
-        } else {
-            None
-        };
-        for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x, Activation::None)?;
-            let ctx = match &gather {
-                None => qkv.apply_op1_no_bwd(&kernels::PackedAttention {
-                    lens: batch.lens.clone(),
-                    heads: self.heads,
-                    head_dim: self.head_dim,
-                })?,
-                Some(g) => self.attention(&qkv, g, b, l)?,
-            };
-            let attn = layer.attn_out.forward(&ctx, Activation::None)?;
-            x = kernels::add_layer_norm(&attn, &x, &layer.ln1, self.eps)?;
-            let inter = layer.inter.forward(&x, Activation::Gelu)?;
-            let out = layer.out.forward(&inter, Activation::None)?;
-            x = kernels::add_layer_norm(&out, &x, &layer.ln2, self.eps)?;
-        }
-        Ok(x)
+        Ok(kernels::add_layer_norm(
+            &emb,
+            &emb_extra,
+            &self.emb_ln,
+            self.eps,
+        )?)
     }
 
     /// Self-attention of packed `[T, 3H]` projections through a padded block

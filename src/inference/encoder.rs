@@ -12,6 +12,9 @@ use super::error::{InferenceError, Result};
 use super::files::ModelPaths;
 use super::registry::{ModelSpec, Pooling};
 
+/// One vector (or flattened matrix) per input text.
+pub type Rows = Vec<Vec<f32>>;
+
 pub struct TextEncoder {
     name: String,
     tokenizer: Arc<TextTokenizer>,
@@ -132,6 +135,60 @@ impl TextEncoder {
             rows.iter_mut().for_each(|v| l2_normalize(v));
         }
         Ok(rows)
+    }
+
+    /// The model itself (tuning reads its layers).
+    pub fn model(&self) -> &PackedBert {
+        &self.model
+    }
+
+    fn pack(&self, texts: &[&str]) -> Result<Packed> {
+        let toks = self.tokenizer.tokenize(texts, true)?;
+        let mut packed = Packed::default();
+        toks.iter().for_each(|t| packed.push(&t.ids));
+        Ok(packed)
+    }
+
+    /// Unit base vectors of `texts` (truncated) and, per text, the hidden
+    /// states entering the top `k` layers (`[len, hidden]`, row-major).
+    pub fn embed_with_mid(&self, texts: &[&str], k: usize) -> Result<(Rows, Rows)> {
+        if texts.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let packed = self.pack(texts)?;
+        let (mid, last) = self.model.forward_split(&packed, k)?;
+        let mut base = self.model.mean_pool(&last, &packed)?.to_vec2::<f32>()?;
+        base.iter_mut().for_each(|v| l2_normalize(v));
+        let flat = mid.flatten_all()?.to_vec1::<f32>()?;
+        let h = self.dims();
+        let mut mids = Vec::with_capacity(texts.len());
+        let mut offset = 0;
+        for &n in &packed.lens {
+            mids.push(flat[offset * h..(offset + n) * h].to_vec());
+            offset += n;
+        }
+        Ok((base, mids))
+    }
+
+    /// One pass for both: the unit base vectors and the unit vectors of the
+    /// branch through `top` (tuned copies of the last `top.len()` layers).
+    pub fn embed_branched(
+        &self,
+        texts: &[&str],
+        top: &super::bert::TopLayers,
+    ) -> Result<(Rows, Rows)> {
+        if texts.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let packed = self.pack(texts)?;
+        let (mid, last) = self.model.forward_split(&packed, top.len())?;
+        let tuned = self.model.forward_top(top, &mid, &packed)?;
+        let pool = |h: &candle_core::Tensor| -> Result<Vec<Vec<f32>>> {
+            let mut rows = self.model.mean_pool(h, &packed)?.to_vec2::<f32>()?;
+            rows.iter_mut().for_each(|v| l2_normalize(v));
+            Ok(rows)
+        };
+        Ok((pool(&last)?, pool(&tuned)?))
     }
 
     /// Tokenize and embed: the convenience path for the CLI and tests.

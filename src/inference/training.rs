@@ -176,6 +176,17 @@ impl SplitMix {
     }
 }
 
+/// The validation split `train_softmax` makes for `seed`: (train, validation)
+/// indices. Tuning uses it so both hold out the same examples.
+pub fn validation_split(
+    targets: &[usize],
+    classes: usize,
+    frac: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    stratified_split(targets, classes, frac, &mut SplitMix(seed))
+}
+
 /// Per class, `val_fraction` of its examples (at least one when it has two or
 /// more) go to validation.
 fn stratified_split(
@@ -213,7 +224,11 @@ fn rows(
 }
 
 /// Class-weighted mean cross-entropy of `logits` against `targets`.
-fn loss(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> candle_core::Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
     let w = weights.index_select(targets, 0)?;

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod store;
+pub mod tune;
 
 pub use cache::{Embedder, EmbeddingCache};
 pub use model::{Classifier, HeadKind, ModelCard};

@@ -1,4 +1,5 @@
 //! Integration tests: one binary (one link), a real server per test.
+mod branch;
 mod classify_api;
 mod cli;
 mod embed_api;
