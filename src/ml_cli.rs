@@ -20,8 +20,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub task: String,
     /// Labelled examples: CSV/TSV with a header (`text,label`) or JSON lines.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "descriptions")]
+    pub data: Option<PathBuf>,
+    /// A zero-shot head instead: a JSON object of label → description.
+    #[arg(long, value_name = "FILE", conflicts_with = "data")]
+    pub descriptions: Option<PathBuf>,
     #[arg(long, default_value = "default")]
     pub tenant: String,
     /// Evaluate on this file instead of holding out part of `--data`.
@@ -169,7 +172,6 @@ fn report_dir(settings: &Settings, given: &Option<PathBuf>) -> PathBuf {
 
 pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     let map = label_map(&args.label_map)?;
-    let examples = dataset::load(&args.data, &map)?;
     let heldout = args
         .heldout
         .as_ref()
@@ -203,7 +205,40 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         ),
     };
     let mut bar = progress_bar();
-    let outcome = pipeline::train(&store, &enc, &mut cache, examples, heldout, &opts, &mut bar)?;
+    let outcome = match (&args.descriptions, &args.data) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("read {}", file.display()))?;
+            let descriptions: BTreeMap<String, String> =
+                serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{}: expected a JSON object of label → description",
+                        file.display()
+                    )
+                })?;
+            pipeline::zero_shot(
+                &store,
+                &enc,
+                &mut cache,
+                &descriptions,
+                heldout.as_deref().unwrap_or_default(),
+                &opts,
+                &mut bar,
+            )?
+        }
+        (None, Some(data)) => pipeline::train(
+            &store,
+            &enc,
+            &mut cache,
+            dataset::load(data, &map)?,
+            heldout,
+            &opts,
+            &mut bar,
+        )?,
+        (None, None) => {
+            anyhow::bail!("give --data FILE (or --descriptions FILE for a zero-shot head)")
+        }
+    };
     let stem = format!("{}-{}-v{}", args.tenant, args.task, outcome.version);
     let mut report = outcome.report.clone();
     let mut card = outcome.card.clone();

@@ -276,7 +276,11 @@ async fn rollback(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainRequest {
+    #[serde(default)]
     pub examples: Vec<Example>,
+    /// A zero-shot head from label → description instead of examples.
+    #[serde(default)]
+    pub descriptions: Option<BTreeMap<String, String>>,
     /// Evaluate on these instead of holding out part of `examples`.
     #[serde(default)]
     pub heldout: Option<Vec<Example>>,
@@ -308,6 +312,9 @@ async fn train(
         return Err(ApiError::TooLarge(format!(
             "{n} examples; the limit per request is {MAX_TRAIN_EXAMPLES}"
         )));
+    }
+    if let Some(d) = &req.descriptions {
+        return zero_shot(&state, &tenant.0, &task, d, &req).await;
     }
     let all = req.examples.iter().chain(req.heldout.iter().flatten());
     if let Some(bad) = all
@@ -359,6 +366,92 @@ async fn train(
             "status_url": format!("/v1/jobs/{}", job.id),
         })),
     ))
+}
+
+/// A zero-shot version: a few embeddings, so it is made within the request (201).
+async fn zero_shot(
+    state: &AiState,
+    tenant: &str,
+    task: &str,
+    descriptions: &BTreeMap<String, String>,
+    req: &TrainRequest,
+) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
+    if !req.examples.is_empty() {
+        return Err(ApiError::validation(
+            "give `descriptions` or `examples`, not both",
+        ));
+    }
+    if descriptions.len() < 2 {
+        return Err(ApiError::validation(
+            "give descriptions of at least two labels",
+        ));
+    }
+    if descriptions
+        .iter()
+        .any(|(l, d)| l.trim().is_empty() || d.trim().is_empty())
+    {
+        return Err(ApiError::validation("a label or its description is empty"));
+    }
+    let heldout = req.heldout.clone().unwrap_or_default();
+    let mut texts: Vec<String> = descriptions.values().cloned().collect();
+    texts.extend(heldout.iter().map(|e| e.text.clone()));
+    // embed_texts refuses more than server.max_inputs texts (413).
+    let (vectors, _) = embed_texts(state, texts.clone(), true, true).await?;
+    let encoder = state.encoder()?;
+    let pre = PrecomputedEmbedder {
+        id: crate::ml::cache::encoder_id(&encoder.info.model),
+        dims: encoder.info.dims,
+        vectors: texts.into_iter().zip(vectors).collect(),
+    };
+    let mut opts = TrainOptions::new(task, tenant);
+    opts.promote = req.promote.unwrap_or(PromotePolicy::Gate);
+    opts.neutral_label = req.neutral_label.clone();
+    let store = state.heads.store.clone();
+    let descriptions = descriptions.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut cache = crate::ml::EmbeddingCache::in_memory(pre.dims);
+        crate::ml::pipeline::zero_shot(
+            &store,
+            &pre,
+            &mut cache,
+            &descriptions,
+            &heldout,
+            &opts,
+            &mut |_, _, _| {},
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(ApiError::Internal)?;
+    let body = serde_json::to_value(outcome).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((StatusCode::CREATED, ApiJson(body)))
+}
+
+/// Vectors the request already computed, looked up by text.
+struct PrecomputedEmbedder {
+    id: String,
+    dims: usize,
+    vectors: std::collections::HashMap<String, Vec<f32>>,
+}
+
+impl crate::ml::Embedder for PrecomputedEmbedder {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn dims(&self) -> usize {
+        self.dims
+    }
+    fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        texts
+            .iter()
+            .map(|t| {
+                self.vectors
+                    .get(*t)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no vector for a text"))
+            })
+            .collect()
+    }
 }
 
 async fn job(

@@ -115,6 +115,7 @@ pub fn document() -> Value {
                 "requestBody": { "required": true, "content": { "application/json": {
                     "schema": { "$ref": "#/components/schemas/TrainRequest" } } } },
                 "responses": { "202": { "description": "Job started: poll `status_url`" },
+                    "201": { "description": "Zero-shot version made (with `descriptions`)" },
                     "413": error_response("Too many examples"), "422": error_response("Fewer than two labels, empty texts"),
                     "503": error_response("Model not loaded yet") } } },
             "/v1/models/{task}/promote": { "post": { "summary": "Make a version active (the service reloads it on the next request)",
@@ -170,7 +171,9 @@ pub fn document() -> Value {
             "Sentiment": { "type": "object", "properties": {
                 "label": { "enum": ["negative", "neutral", "positive"] }, "confidence": { "type": "number" },
                 "scores": { "type": "array", "items": { "type": "object" } } } },
-            "TrainRequest": { "type": "object", "required": ["examples"], "properties": {
+            "TrainRequest": { "type": "object", "properties": {
+                "descriptions": { "type": "object", "additionalProperties": { "type": "string" },
+                    "description": "label → description: a zero-shot version, made within the request (201)" },
                 "examples": { "type": "array", "items": { "type": "object", "required": ["text", "label"], "properties": {
                     "text": { "type": "string" }, "label": { "type": "string" } } } },
                 "heldout": { "type": "array", "items": { "type": "object" } },

@@ -30,7 +30,8 @@ pub enum HeadKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Gate {
     pub metric: String,
-    pub candidate: f32,
+    /// `None` when there were no held-out examples to score it on.
+    pub candidate: Option<f32>,
     /// The active version's score on the same held-out examples, if any.
     pub active: Option<f32>,
     pub active_version: Option<u32>,

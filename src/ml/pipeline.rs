@@ -335,7 +335,7 @@ pub fn train(
             Classifier::knn(card, exemplars)?
         }
         HeadKind::ZeroShot => anyhow::bail!(
-            "zero-shot heads come from label descriptions, not labelled examples: use `--descriptions`"
+            "zero-shot heads come from label descriptions, not labelled examples: give descriptions"
         ),
     };
     let train_seconds = started.elapsed().as_secs_f32();
@@ -411,10 +411,127 @@ fn gate(
     };
     Gate {
         metric: "macro_f1".into(),
-        candidate: score,
+        candidate: Some(score),
         active,
         active_version,
         promoted,
         reason,
     }
+}
+
+/// A zero-shot version from label descriptions (label → text), for a tenant
+/// with no labelled tickets yet. Evaluated on `heldout` when there is any;
+/// without it, promoted only when the task has no active version (or when
+/// promotion is forced).
+pub fn zero_shot(
+    store: &ModelStore,
+    embedder: &dyn Embedder,
+    cache: &mut EmbeddingCache,
+    descriptions: &std::collections::BTreeMap<String, String>,
+    heldout: &[Example],
+    opts: &TrainOptions,
+    progress: &mut dyn FnMut(Phase, usize, usize),
+) -> anyhow::Result<TrainOutcome> {
+    super::store::check_name("tenant", &opts.tenant)?;
+    super::store::check_name("task", &opts.task)?;
+    anyhow::ensure!(
+        descriptions.len() >= 2,
+        "a zero-shot head needs descriptions of at least two labels, got {}",
+        descriptions.len()
+    );
+    if let Some((l, _)) = descriptions
+        .iter()
+        .find(|(l, d)| l.trim().is_empty() || d.trim().is_empty())
+    {
+        anyhow::bail!("label {l:?} has an empty name or description");
+    }
+    let labels: Vec<String> = descriptions.keys().cloned().collect();
+    let mut texts: Vec<&str> = descriptions.values().map(String::as_str).collect();
+    texts.extend(heldout.iter().map(|e| e.text.as_str()));
+    let all = embed(embedder, cache, &texts, progress)?;
+    let (label_vecs, heldout_vecs) = all.split_at(labels.len());
+    let exemplars = descriptions
+        .values()
+        .zip(label_vecs)
+        .enumerate()
+        .map(|(i, (d, v))| (d.clone(), i, v.clone()))
+        .collect();
+    let card = ModelCard {
+        task: opts.task.clone(),
+        tenant: opts.tenant.clone(),
+        version: 0,
+        kind: HeadKind::ZeroShot,
+        labels: labels.clone(),
+        encoder: embedder.id(),
+        dims: embedder.dims(),
+        created_at: now_utc(),
+        data_hash: data_hash(
+            &descriptions
+                .iter()
+                .map(|(l, d)| Example {
+                    text: d.clone(),
+                    label: l.clone(),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        train_examples: 0,
+        heldout_examples: heldout.len(),
+        lexical_weight: 0.0,
+        lexical_dims: 0,
+        temperature: 0.05,
+        threshold: 0.0,
+        target_precision: opts.target_precision,
+        neutral_label: opts.neutral_label.clone(),
+        metrics: None,
+        gate: None,
+        training: serde_json::json!({ "descriptions": descriptions }),
+        command: opts.command.clone(),
+    };
+    let mut model = Classifier::zero_shot(card, exemplars)?;
+    let report = evaluate(
+        &opts.task,
+        &opts.tenant,
+        0,
+        &labels,
+        0.0,
+        &judge(&model, heldout, heldout_vecs),
+    );
+    let gate = if heldout.is_empty() {
+        let active = store.active(&opts.tenant, &opts.task).ok().flatten();
+        let promoted = match opts.promote {
+            PromotePolicy::Always => true,
+            PromotePolicy::Never => false,
+            PromotePolicy::Gate => active.is_none(),
+        };
+        Gate {
+            metric: "macro_f1".into(),
+            candidate: None,
+            active: None,
+            active_version: active,
+            promoted,
+            reason: if promoted {
+                "no held-out examples; promoted as the task's first version".into()
+            } else {
+                "no held-out examples to compare with the active version: kept the active one"
+                    .into()
+            },
+        }
+    } else {
+        model.card.metrics = Some(report.summary());
+        gate(store, &model, heldout, heldout_vecs, report.macro_f1, opts)
+    };
+    let promoted = gate.promoted;
+    model.card.gate = Some(gate);
+    let version = store.save_new(&mut model)?;
+    if promoted {
+        store.promote(&opts.tenant, &opts.task, version)?;
+    }
+    let mut report = report;
+    report.version = version;
+    Ok(TrainOutcome {
+        version,
+        promoted,
+        card: model.card,
+        report,
+    })
 }

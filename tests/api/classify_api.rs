@@ -333,3 +333,66 @@ async fn bad_requests_are_json_errors_and_change_nothing() {
     assert_eq!(app.get("/v1/jobs/1").await.status(), 404);
     assert_eq!(app.get("/v1/jobs/abc").await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_zero_shot_head_from_label_descriptions_routes_a_new_tenants_tickets() {
+    let app = spawn_app().await;
+    let test_rows = jargon("test");
+    let descriptions = json!({
+        "database": "database servers, SQL queries, Oracle and PostgreSQL errors",
+        "devops": "build pipelines, deployments, containers and Kubernetes",
+        "email": "email, Outlook, Exchange mailboxes and mail delivery",
+        "endpoint": "laptops, desktops, Windows updates and installed software",
+        "erp": "SAP transactions, purchase orders, invoices and ERP postings",
+        "identity": "sign-in, passwords, accounts, MFA and Azure AD access",
+        "network": "VPN, Wi-Fi, DNS, firewalls and network connectivity"
+    });
+    let r = app
+        .post_as(
+            "newco",
+            "/v1/models/team/train",
+            &json!({ "descriptions": descriptions, "heldout": test_rows }),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["card"]["kind"], "zero_shot");
+    assert_eq!(out["promoted"], true);
+    let acc = out["report"]["accuracy"].as_f64().unwrap();
+    eprintln!("zero-shot on the jargon test tickets: {acc:.3} (chance 0.143)");
+    assert!(acc >= 0.5, "zero-shot accuracy {acc}");
+    let p = classify(
+        &app,
+        "newco",
+        "team",
+        &["Outlook keeps asking for my mailbox password"],
+    )
+    .await;
+    let team = &p["results"][0]["team"];
+    assert_eq!(team["version"], 1);
+    // The evidence of a zero-shot answer is the label descriptions it matched.
+    assert!(
+        team["evidence"][0]["text"].as_str().unwrap().contains(','),
+        "{team}"
+    );
+
+    let bad = app
+        .post_as(
+            "newco",
+            "/v1/models/team/train",
+            &json!({ "descriptions": { "only": "one label" } }),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+    let v: Value = app
+        .get_as("newco", "/v1/models/team")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["versions"].as_array().unwrap().len(),
+        1,
+        "the bad request added nothing"
+    );
+}

@@ -195,6 +195,29 @@ fn train_eval_and_heads_commands_version_a_task() {
         list["versions"][1]["data_hash"]
     );
 
+    // A zero-shot head from descriptions, scored on the same test tickets.
+    let desc = fixtures.path().join("descriptions.json");
+    std::fs::write(
+        &desc,
+        r#"{"database": "SQL database errors", "devops": "build and deployment pipelines",
+            "email": "Outlook and mail delivery", "endpoint": "laptops and installed software",
+            "erp": "SAP transactions and purchase orders", "identity": "sign-in, passwords and MFA",
+            "network": "VPN, Wi-Fi and DNS"}"#,
+    )
+    .unwrap();
+    let zs = run(&[
+        "train",
+        "--task",
+        "zs",
+        "--descriptions",
+        &t(&desc),
+        "--heldout",
+        &t(&test_csv),
+    ]);
+    assert_eq!(zs["kind"], "zero_shot");
+    assert_eq!(zs["version"], 1);
+    assert!(zs["metrics"]["accuracy"].as_f64().unwrap() > 0.3, "{zs}");
+
     // Bad input: a clear error, nothing written.
     let out = helpdesk()
         .arg("--data-dir")
