@@ -357,7 +357,8 @@ async fn train(
     let job = state
         .heads
         .start_training(encoder, req.examples, req.heldout, opts)
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .ok_or(ApiError::Overloaded)?;
     Ok((
         StatusCode::ACCEPTED,
         ApiJson(serde_json::json!({

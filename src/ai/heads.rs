@@ -13,6 +13,11 @@ use crate::ml::pipeline::{self, Phase, TrainOptions, TrainOutcome};
 use crate::ml::store::StoreError;
 use crate::ml::{cache, dataset::Example, Classifier, Embedder, EmbeddingCache, ModelStore};
 
+/// Training jobs queued or running at once; more are refused (429).
+pub const MAX_PENDING_JOBS: usize = 8;
+/// Finished jobs remembered for `GET /v1/jobs/{id}`.
+const MAX_JOBS_KEPT: usize = 1000;
+
 /// (tenant, task) → the loaded active version and its number.
 type Loaded = HashMap<(String, String), (u32, Arc<Classifier>)>;
 
@@ -144,14 +149,37 @@ impl Heads {
         }
     }
 
-    /// Starts training on a thread of its own; returns the job at once.
+    /// Starts training on a thread of its own; returns the job at once, or
+    /// `None` when `MAX_PENDING_JOBS` are already queued or running.
     pub fn start_training(
         self: &Arc<Self>,
         encoder: EncoderHandle,
         examples: Vec<Example>,
         heldout: Option<Vec<Example>>,
         opts: TrainOptions,
-    ) -> std::io::Result<Job> {
+    ) -> std::io::Result<Option<Job>> {
+        {
+            let mut jobs = self.lock_jobs();
+            let pending = jobs
+                .values()
+                .filter(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running))
+                .count();
+            if pending >= MAX_PENDING_JOBS {
+                return Ok(None);
+            }
+            // Keep the most recent finished jobs only.
+            if jobs.len() >= MAX_JOBS_KEPT {
+                let mut done: Vec<u64> = jobs
+                    .values()
+                    .filter(|j| j.finished_at.is_some())
+                    .map(|j| j.id)
+                    .collect();
+                done.sort_unstable();
+                for id in done.iter().take(jobs.len() + 1 - MAX_JOBS_KEPT) {
+                    jobs.remove(id);
+                }
+            }
+        }
         let id = self
             .next_job
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -207,7 +235,7 @@ impl Heads {
                     }),
                 }
             })?;
-        Ok(job)
+        Ok(Some(job))
     }
 
     fn run_training(
