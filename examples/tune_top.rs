@@ -86,6 +86,8 @@ fn main() -> anyhow::Result<()> {
         max_epochs: env("EPOCHS", 12),
         lr_layer: env("LR", 1e-4),
         contrastive: env("CONTRASTIVE", 0u8) == 1,
+        warmup_epochs: env("WARMUP", 3),
+        patience: env("PATIENCE", 2),
         ..Default::default()
     };
     let (tuned, report) = tune_top_layer(

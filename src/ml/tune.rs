@@ -25,6 +25,8 @@ pub struct TuneConfig {
     pub lr_head: f64,
     pub weight_decay: f64,
     pub patience: usize,
+    /// Epochs of the head alone on the frozen layer before tuning starts.
+    pub warmup_epochs: usize,
     pub val_fraction: f64,
     pub seed: u64,
     /// SetFit-style objective: cosine of same-label pairs towards 1, of
@@ -42,6 +44,7 @@ impl Default for TuneConfig {
             lr_head: 1e-2,
             weight_decay: 1e-2,
             patience: 2,
+            warmup_epochs: 3,
             val_fraction: 0.2,
             seed: 42,
             contrastive: false,
@@ -318,7 +321,7 @@ pub fn tune_top_layer(
     let mut rng = SplitMix::new(cfg.seed ^ 0x7475_6e65);
     // Warm the head on the frozen layer first, so tuning starts from a
     // sensible classifier instead of pushing the layer around at random.
-    for _ in 0..3 {
+    for _ in 0..cfg.warmup_epochs {
         rng.shuffle(&mut train_idx);
         for chunk in train_idx.chunks(cfg.batch_size.max(1)) {
             let (x, mask, keep) = batch(mids, chunk, h, &dev)?;
