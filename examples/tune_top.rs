@@ -78,6 +78,25 @@ fn main() -> anyhow::Result<()> {
         "frozen encoder: test accuracy {:.4}",
         accuracy(&frozen, &test_base, &test)
     );
+    if env("LABEL_AUG", 0u8) > 0 {
+        let names: Vec<String> = labels.iter().map(|l| l.replace('_', " ")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let name_vecs = enc.embed(&refs, true, true)?;
+        for copies in [1usize, 2, 4] {
+            let mut x = base.clone();
+            let mut y = targets.clone();
+            for _ in 0..copies {
+                x.extend(name_vecs.iter().cloned());
+                y.extend(0..labels.len());
+            }
+            let (h, _) = train_softmax(&x, &y, labels.clone(), &cfg)?;
+            println!(
+                "label names x{copies} as examples: test accuracy {:.4}",
+                accuracy(&h, &test_base, &test)
+            );
+        }
+        return Ok(());
+    }
 
     let model = enc.model();
     let layer = model.layer_weights(model.num_layers() - 1)?;

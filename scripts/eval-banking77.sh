@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Banking77 routing quality (issue 3's measurement): trains the `intent` task
 # of tenant `bench` on the full train set and on 10 examples per intent
-# (seed 42), evaluates each on the test set, and prints the figures.
+# (seed 42) — also with the intent names as one more example each — evaluates
+# each on the test set, and prints the figures.
 # Reports (JSON, Markdown, PNG) land in bench-results/banking77/.
 #
 # Usage: scripts/eval-banking77.sh [--data-dir DIR] [--seed S] [extra `helpdesk train` flags]
@@ -42,5 +43,10 @@ print(f"{sys.argv[3]:>8}: accuracy {m['accuracy']*100:.2f} %  macro-F1 {m['macro
 PY
 }
 
+# Intent names as descriptions ("card_arrival" -> "card arrival"): one more example per intent.
+python3 -c 'import json; print(json.dumps({c: c.replace("_", " ") for c in json.load(open("bench/banking77/categories.json"))}))' \
+  > "$OUT/label-names.json"
+
 run full
 run 10pc --limit-per-class 10
+run 10pc-names --limit-per-class 10 --descriptions "$OUT/label-names.json"

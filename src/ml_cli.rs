@@ -22,8 +22,9 @@ pub struct TrainArgs {
     /// Labelled examples: CSV/TSV with a header (`text,label`) or JSON lines.
     #[arg(long, value_name = "FILE", required_unless_present = "descriptions")]
     pub data: Option<PathBuf>,
-    /// A zero-shot head instead: a JSON object of label → description.
-    #[arg(long, value_name = "FILE", conflicts_with = "data")]
+    /// Label descriptions, a JSON object of label → description: alone, a
+    /// zero-shot head; with `--data`, one more training example per label.
+    #[arg(long, value_name = "FILE")]
     pub descriptions: Option<PathBuf>,
     #[arg(long, default_value = "default")]
     pub tenant: String,
@@ -205,36 +206,41 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         ),
     };
     let mut bar = progress_bar();
-    let outcome = match (&args.descriptions, &args.data) {
-        (Some(file), _) => {
+    let descriptions: Option<BTreeMap<String, String>> = match &args.descriptions {
+        Some(file) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("read {}", file.display()))?;
-            let descriptions: BTreeMap<String, String> =
-                serde_json::from_str(&text).with_context(|| {
-                    format!(
-                        "{}: expected a JSON object of label → description",
-                        file.display()
-                    )
-                })?;
-            pipeline::zero_shot(
+            Some(serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON object of label → description",
+                    file.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    let outcome = match (descriptions, &args.data) {
+        (Some(descriptions), None) => pipeline::zero_shot(
+            &store,
+            &enc,
+            &mut cache,
+            &descriptions,
+            heldout.as_deref().unwrap_or_default(),
+            &opts,
+            &mut bar,
+        )?,
+        (descriptions, Some(data)) => {
+            opts.descriptions = descriptions;
+            pipeline::train(
                 &store,
                 &enc,
                 &mut cache,
-                &descriptions,
-                heldout.as_deref().unwrap_or_default(),
+                dataset::load(data, &map)?,
+                heldout,
                 &opts,
                 &mut bar,
             )?
         }
-        (None, Some(data)) => pipeline::train(
-            &store,
-            &enc,
-            &mut cache,
-            dataset::load(data, &map)?,
-            heldout,
-            &opts,
-            &mut bar,
-        )?,
         (None, None) => {
             anyhow::bail!("give --data FILE (or --descriptions FILE for a zero-shot head)")
         }

@@ -313,7 +313,7 @@ async fn train(
             "{n} examples; the limit per request is {MAX_TRAIN_EXAMPLES}"
         )));
     }
-    if let Some(d) = &req.descriptions {
+    if let (Some(d), true) = (&req.descriptions, req.examples.is_empty()) {
         return zero_shot(&state, &tenant.0, &task, d, &req).await;
     }
     let all = req.examples.iter().chain(req.heldout.iter().flatten());
@@ -354,6 +354,7 @@ async fn train(
     opts.target_precision = req.target_precision.unwrap_or(opts.target_precision);
     opts.neutral_label = req.neutral_label;
     opts.promote = req.promote.unwrap_or(PromotePolicy::Gate);
+    opts.descriptions = req.descriptions;
     let job = state
         .heads
         .start_training(encoder, req.examples, req.heldout, opts)
@@ -377,11 +378,6 @@ async fn zero_shot(
     descriptions: &BTreeMap<String, String>,
     req: &TrainRequest,
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
-    if !req.examples.is_empty() {
-        return Err(ApiError::validation(
-            "give `descriptions` or `examples`, not both",
-        ));
-    }
     if descriptions.len() < 2 {
         return Err(ApiError::validation(
             "give descriptions of at least two labels",

@@ -51,6 +51,9 @@ pub struct TrainOptions {
     /// Exemplars per label kept as evidence with a trained head.
     pub evidence_per_class: usize,
     pub neutral_label: Option<String>,
+    /// Label → description, added to the training examples (one each):
+    /// informative label texts help most when examples are few.
+    pub descriptions: Option<std::collections::BTreeMap<String, String>>,
     pub promote: PromotePolicy,
     pub command: Option<String>,
     pub head: TrainConfig,
@@ -70,6 +73,7 @@ impl TrainOptions {
             lexical_dims: 1 << 12,
             evidence_per_class: 8,
             neutral_label: None,
+            descriptions: None,
             promote: PromotePolicy::Gate,
             command: None,
             head: TrainConfig::default(),
@@ -210,10 +214,25 @@ pub fn train(
         Some(n) => limit_per_class(&examples, n, opts.seed),
         None => examples,
     };
-    let (train_set, heldout) = match heldout {
+    let (mut train_set, heldout) = match heldout {
         Some(h) => (examples, h),
         None => split(&examples, opts.heldout_fraction, opts.seed),
     };
+    if let Some(d) = &opts.descriptions {
+        // Only for labels that have examples: a description alone would make
+        // a one-example label (and turn the head into k-NN).
+        let known: std::collections::BTreeSet<String> =
+            train_set.iter().map(|e| e.label.clone()).collect();
+        let extra: Vec<Example> = d
+            .iter()
+            .filter(|(l, t)| known.contains(*l) && !t.trim().is_empty())
+            .map(|(l, t)| Example {
+                text: t.clone(),
+                label: l.clone(),
+            })
+            .collect();
+        train_set.extend(extra);
+    }
     let (labels, targets) = label_targets(&train_set);
     anyhow::ensure!(
         labels.len() >= 2,

@@ -218,6 +218,22 @@ fn train_eval_and_heads_commands_version_a_task() {
     assert_eq!(zs["version"], 1);
     assert!(zs["metrics"]["accuracy"].as_f64().unwrap() > 0.3, "{zs}");
 
+    // With examples, descriptions are one more training example per label.
+    let aug = run(&[
+        "train",
+        "--task",
+        "aug",
+        "--data",
+        &t(&train_csv),
+        "--descriptions",
+        &t(&desc),
+        "--heldout",
+        &t(&test_csv),
+    ]);
+    let list = run(&["heads", "list", "--task", "aug"]);
+    assert_eq!(aug["kind"], "softmax");
+    assert_eq!(list["versions"][0]["train_examples"], 42 + 7);
+
     // Bad input: a clear error, nothing written.
     let out = helpdesk()
         .arg("--data-dir")
