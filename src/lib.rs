@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod inference;
+pub mod kb;
 pub mod metrics;
 pub mod ml;
 pub mod ml_cli;
