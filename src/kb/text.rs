@@ -345,11 +345,7 @@ pub fn html(body: &str) -> Vec<Section> {
                     heading = Some((level, String::new()));
                 }
             }
-            n if BLOCK.contains(&n) => {
-                if heading.is_none() {
-                    b.end_paragraph();
-                }
-            }
+            n if BLOCK.contains(&n) && heading.is_none() => b.end_paragraph(),
             _ => {}
         }
     }
