@@ -1,3 +1,4 @@
+#![recursion_limit = "256"] // the hand-written OpenAPI document is one large json! literal
 //! helpdesk-ai: a self-hosted helpdesk whose heart is a local AI-analysis
 //! service. See DESIGN notes in README.md for the module map.
 
@@ -12,3 +13,4 @@ pub mod ml;
 pub mod ml_cli;
 pub mod startup;
 pub mod telemetry;
+pub mod vector;

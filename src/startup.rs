@@ -30,6 +30,18 @@ impl Application {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
         let state = AiState::new(settings.clone(), metrics.clone());
+        // The KB's vector index: a qdrant-edge shard under the data directory.
+        let dims = inference::Registry::builtin()
+            .get(&settings.model.name)
+            .map(|s| s.dims)
+            .context("the configured model")?;
+        let path = settings.data_dir.join("vectors").join("edge");
+        let index = crate::vector::edge::EdgeIndex::open(&path, dims)
+            .with_context(|| format!("open the vector index in {}", path.display()))?;
+        state.set_kb(Arc::new(ai::kb::KbService::new(
+            Arc::new(index),
+            &settings.data_dir.join("kb"),
+        )));
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("bind {}", settings.server.bind))?;

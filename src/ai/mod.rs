@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod embed;
 pub mod heads;
+pub mod kb;
 pub mod openapi;
 pub mod ops;
 pub mod state;
@@ -20,6 +21,7 @@ pub fn router(state: AiState) -> Router {
     Router::new()
         .merge(embed::router())
         .merge(classify::router())
+        .merge(kb::router())
         .merge(ops::router())
         .merge(openapi::router())
         .with_state(state)

@@ -19,6 +19,7 @@ pub struct AiState {
     load_error: Arc<OnceLock<String>>,
     pub started: Instant,
     pub heads: Arc<Heads>,
+    kb: Arc<OnceLock<Arc<super::kb::KbService>>>,
 }
 
 impl AiState {
@@ -33,11 +34,23 @@ impl AiState {
                 ModelStore::new(&settings.data_dir, &settings.models_dir),
                 crate::ml::cache_dir(&settings.data_dir),
             )),
+            kb: Arc::default(),
         }
     }
 
     pub fn set_encoder(&self, handle: EncoderHandle) {
         let _ = self.encoder.set(handle);
+    }
+
+    pub fn set_kb(&self, kb: Arc<super::kb::KbService>) {
+        let _ = self.kb.set(kb);
+    }
+
+    /// The knowledge base, or 503 when its index could not be opened.
+    pub fn kb(&self) -> Result<&Arc<super::kb::KbService>, ApiError> {
+        self.kb
+            .get()
+            .ok_or_else(|| ApiError::NotReady("the knowledge-base index is not open".into()))
     }
 
     pub fn set_load_error(&self, error: String) {

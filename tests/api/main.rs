@@ -6,4 +6,5 @@ mod embed_api;
 mod encoder;
 mod heads;
 mod helpers;
+mod kb_api;
 mod ops_api;

@@ -111,6 +111,9 @@ async fn openapi_describes_every_route_and_unknown_routes_are_json_404() {
         "/v1/models/{task}/promote",
         "/v1/models/{task}/rollback",
         "/v1/jobs/{id}",
+        "/v1/kb/articles",
+        "/v1/kb/search",
+        "/v1/kb/suggest",
     ] {
         assert!(
             doc["paths"][path].is_object(),

@@ -1,0 +1,584 @@
+//! The knowledge base on the AI service: articles in, chunks embedded and
+//! indexed, passages out.
+//!
+//! `POST /v1/kb/articles` (upsert by id), `DELETE /v1/kb/articles/{id}`,
+//! `GET /v1/kb/search?q=…&k=…`, `POST /v1/kb/suggest`.
+//!
+//! Ingestion is idempotent: an article whose content hash is unchanged is not
+//! re-embedded. It is also safe to repeat after a crash: the article's
+//! manifest entry is written only after its chunks are in the index, so an
+//! interrupted import is redone the next time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::embed::embed_texts;
+use super::tenant::Tenant;
+use super::AiState;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::kb::{self, ChunkConfig, Format};
+use crate::vector::{ChunkPayload, Hit, IndexPoint, SearchFilter, Source, VectorIndex, Visibility};
+
+pub fn router() -> Router<AiState> {
+    Router::new()
+        .route("/v1/kb/articles", post(upsert_article))
+        .route("/v1/kb/articles/{id}", delete(delete_article))
+        .route("/v1/kb/search", get(search))
+        .route("/v1/kb/suggest", post(suggest))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Article {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    #[serde(default = "markdown")]
+    pub format: Format,
+    #[serde(default = "public")]
+    pub visibility: Visibility,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default = "english")]
+    pub language: String,
+}
+
+fn markdown() -> Format {
+    Format::Markdown
+}
+fn public() -> Visibility {
+    Visibility::Public
+}
+fn english() -> String {
+    "en".into()
+}
+
+/// What the service remembers of an indexed article.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArticleRecord {
+    pub hash: String,
+    pub title: String,
+    pub chunks: usize,
+    pub updated_at: i64,
+}
+
+pub struct KbService {
+    pub index: Arc<dyn VectorIndex>,
+    dir: PathBuf,
+    manifests: Mutex<BTreeMap<String, BTreeMap<String, ArticleRecord>>>,
+    pub chunking: ChunkConfig,
+    /// Suggestions below this cosine are left out.
+    pub suggest_threshold: f32,
+}
+
+const MAX_ID: usize = 200;
+const MAX_BODY_CHARS: usize = 1_000_000;
+
+impl KbService {
+    pub fn new(index: Arc<dyn VectorIndex>, dir: &Path) -> Self {
+        Self {
+            index,
+            dir: dir.to_path_buf(),
+            manifests: Mutex::default(),
+            chunking: ChunkConfig::default(),
+            suggest_threshold: 0.35,
+        }
+    }
+
+    fn manifest_path(&self, tenant: &str) -> PathBuf {
+        self.dir.join(format!("{tenant}.json"))
+    }
+
+    /// The tenant's article records (loaded from disk once).
+    pub fn records(&self, tenant: &str) -> std::io::Result<BTreeMap<String, ArticleRecord>> {
+        let mut all = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = all.get(tenant) {
+            return Ok(m.clone());
+        }
+        let m: BTreeMap<String, ArticleRecord> = match std::fs::read(self.manifest_path(tenant)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        all.insert(tenant.to_string(), m.clone());
+        Ok(m)
+    }
+
+    fn set_record(
+        &self,
+        tenant: &str,
+        id: &str,
+        record: Option<ArticleRecord>,
+    ) -> std::io::Result<()> {
+        let mut m = self.records(tenant)?;
+        match record {
+            Some(r) => m.insert(id.to_string(), r),
+            None => m.remove(id),
+        };
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.manifest_path(tenant);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, &path)?;
+        self.manifests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_string(), m);
+        Ok(())
+    }
+}
+
+pub fn article_hash(a: &Article) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(a).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn validate(a: &Article) -> Result<(), ApiError> {
+    let id_ok = !a.id.is_empty()
+        && a.id.len() <= MAX_ID
+        && a.id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if !id_ok {
+        return Err(ApiError::validation(format!(
+            "article id must be 1-{MAX_ID} letters, digits, '-', '_', '.' or ':'"
+        )));
+    }
+    if a.title.trim().is_empty() {
+        return Err(ApiError::validation("the title is empty"));
+    }
+    if a.body.trim().is_empty() {
+        return Err(ApiError::validation("the body is empty"));
+    }
+    if a.body.chars().count() > MAX_BODY_CHARS {
+        return Err(ApiError::TooLarge(format!(
+            "the body has more than {MAX_BODY_CHARS} characters"
+        )));
+    }
+    if a.tags.len() > 50 || a.tags.iter().any(|t| t.is_empty() || t.len() > 64) {
+        return Err(ApiError::validation("up to 50 tags of 1-64 characters"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpsertResponse {
+    pub id: String,
+    /// `indexed` or `unchanged`.
+    pub status: &'static str,
+    pub chunks: usize,
+}
+
+async fn upsert_article(
+    State(state): State<AiState>,
+    tenant: Tenant,
+    ApiJson(article): ApiJson<Article>,
+) -> Result<(StatusCode, ApiJson<UpsertResponse>), ApiError> {
+    validate(&article)?;
+    let kb = state.kb()?;
+    let hash = article_hash(&article);
+    let records = kb
+        .records(&tenant.0)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(r) = records.get(&article.id).filter(|r| r.hash == hash) {
+        return Ok((
+            StatusCode::OK,
+            ApiJson(UpsertResponse {
+                id: article.id,
+                status: "unchanged",
+                chunks: r.chunks,
+            }),
+        ));
+    }
+    let tokenizer = state.encoder()?.tokenizer.clone();
+    let (title, body, format, cfg) = (
+        article.title.clone(),
+        article.body.clone(),
+        article.format,
+        kb.chunking,
+    );
+    let chunks = tokio::task::spawn_blocking(move || {
+        let count = |t: &str| {
+            tokenizer
+                .tokenize(&[t], true)
+                .map(|v| v[0].untruncated_len.saturating_sub(2))
+                .unwrap_or(t.len() / 4)
+        };
+        kb::chunk(&title, &kb::sections(&body, format), cfg, &count)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    if chunks.is_empty() {
+        return Err(ApiError::validation("the body has no text after cleaning"));
+    }
+    let updated_at = now();
+    let mut points = Vec::with_capacity(chunks.len());
+    let max = state.settings.server.max_inputs.max(1);
+    for batch in chunks.chunks(max) {
+        let texts = batch.iter().map(|c| c.embed_text.clone()).collect();
+        let (vectors, _) = embed_texts(&state, texts, true, true).await?;
+        for (c, v) in batch.iter().zip(vectors) {
+            points.push(IndexPoint {
+                vector: v,
+                payload: ChunkPayload {
+                    tenant: tenant.0.clone(),
+                    source: Source::Kb,
+                    doc_id: article.id.clone(),
+                    chunk: c.index as u32,
+                    title: article.title.clone(),
+                    text: c.text.clone(),
+                    language: article.language.clone(),
+                    visibility: article.visibility,
+                    tags: article.tags.clone(),
+                    updated_at,
+                    hash: c.hash.clone(),
+                },
+            });
+        }
+    }
+    let index = kb.index.clone();
+    let (t, id) = (tenant.0.clone(), article.id.clone());
+    tokio::task::spawn_blocking(move || {
+        index.delete_doc(&t, Source::Kb, &id)?;
+        index.upsert(&points)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let created = !records.contains_key(&article.id);
+    kb.set_record(
+        &tenant.0,
+        &article.id,
+        Some(ArticleRecord {
+            hash,
+            title: article.title.clone(),
+            chunks: chunks.len(),
+            updated_at,
+        }),
+    )
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        ApiJson(UpsertResponse {
+            id: article.id,
+            status: "indexed",
+            chunks: chunks.len(),
+        }),
+    ))
+}
+
+async fn delete_article(
+    State(state): State<AiState>,
+    tenant: Tenant,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let kb = state.kb()?;
+    let records = kb
+        .records(&tenant.0)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if !records.contains_key(&id) {
+        return Err(ApiError::NotFound(format!("no article {id}")));
+    }
+    let index = kb.index.clone();
+    let (t, i) = (tenant.0.clone(), id.clone());
+    tokio::task::spawn_blocking(move || index.delete_doc(&t, Source::Kb, &i))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    kb.set_record(&tenant.0, &id, None)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub q: String,
+    #[serde(default = "ten")]
+    pub k: usize,
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// `public` for what a customer may see; default: everything.
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
+    /// Comma-separated: at least one of them.
+    #[serde(default)]
+    pub tags: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+fn ten() -> usize {
+    10
+}
+
+#[derive(Debug, Serialize)]
+pub struct SearchResult {
+    pub article_id: String,
+    pub title: String,
+    pub chunk: u32,
+    pub passage: String,
+    /// The passage around the query's words, matches in `**bold**`.
+    pub snippet: String,
+    pub score: f32,
+    pub visibility: Visibility,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SearchResponse {
+    pub mode: &'static str,
+    pub results: Vec<SearchResult>,
+}
+
+/// Up to ~40 words around the first query word found, with every query word
+/// of 3+ letters marked.
+pub fn snippet(passage: &str, query: &str) -> String {
+    let terms: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .collect();
+    let words: Vec<&str> = passage.split_whitespace().collect();
+    let norm = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    let is_match = |w: &str| {
+        let n = norm(w);
+        !n.is_empty()
+            && terms
+                .iter()
+                .any(|t| n.starts_with(t.as_str()) || t.starts_with(n.as_str()) && n.len() >= 3)
+    };
+    let first = words.iter().position(|w| is_match(w)).unwrap_or(0);
+    let start = first.saturating_sub(10);
+    let end = (start + 40).min(words.len());
+    let mut out: Vec<String> = words[start..end]
+        .iter()
+        .map(|w| {
+            if is_match(w) {
+                format!("**{w}**")
+            } else {
+                (*w).to_string()
+            }
+        })
+        .collect();
+    if start > 0 {
+        out.insert(0, "…".into());
+    }
+    if end < words.len() {
+        out.push("…".into());
+    }
+    out.join(" ")
+}
+
+fn result(h: Hit, q: &str) -> SearchResult {
+    SearchResult {
+        snippet: snippet(&h.payload.text, q),
+        article_id: h.payload.doc_id,
+        title: h.payload.title,
+        chunk: h.payload.chunk,
+        passage: h.payload.text,
+        score: h.score,
+        visibility: h.payload.visibility,
+        tags: h.payload.tags,
+    }
+}
+
+async fn dense_search(
+    state: &AiState,
+    query: &str,
+    filter: SearchFilter,
+    k: usize,
+) -> Result<Vec<Hit>, ApiError> {
+    let kb = state.kb()?;
+    let (mut v, _) = embed_texts(state, vec![query.to_string()], true, true).await?;
+    let vector = v.pop().unwrap_or_default();
+    let index = kb.index.clone();
+    tokio::task::spawn_blocking(move || index.search(&vector, &filter, k))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+async fn search(
+    State(state): State<AiState>,
+    tenant: Tenant,
+    ApiQuery(p): ApiQuery<SearchParams>,
+) -> Result<ApiJson<SearchResponse>, ApiError> {
+    if p.q.trim().is_empty() {
+        return Err(ApiError::validation("q is empty"));
+    }
+    if !(1..=100).contains(&p.k) {
+        return Err(ApiError::validation("k must be within 1 and 100"));
+    }
+    match p.mode.as_deref() {
+        None | Some("dense") => {}
+        Some(m @ ("bm25" | "hybrid")) => {
+            return Err(ApiError::validation(format!(
+                "mode={m} is not available yet; use mode=dense"
+            )))
+        }
+        Some(m) => return Err(ApiError::validation(format!("unknown mode {m:?}"))),
+    }
+    let filter = SearchFilter {
+        source: Some(Source::Kb),
+        visibility: p.visibility.into_iter().collect(),
+        tags_any: p
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        language: p.language.clone(),
+        ..SearchFilter::tenant(&tenant.0)
+    };
+    let hits = dense_search(&state, &p.q, filter, p.k).await?;
+    Ok(ApiJson(SearchResponse {
+        mode: "dense",
+        results: hits.into_iter().map(|h| result(h, &p.q)).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuggestRequest {
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "three")]
+    pub k: usize,
+    /// Only articles a customer may see.
+    #[serde(default)]
+    pub public_only: bool,
+}
+
+fn three() -> usize {
+    3
+}
+
+/// The best passage of each of the top `k` articles for a ticket, above the
+/// tenant's threshold.
+async fn suggest(
+    State(state): State<AiState>,
+    tenant: Tenant,
+    ApiJson(req): ApiJson<SuggestRequest>,
+) -> Result<ApiJson<SearchResponse>, ApiError> {
+    let text = format!("{}\n{}", req.subject.trim(), req.body.trim());
+    if text.trim().is_empty() {
+        return Err(ApiError::validation("subject and body are empty"));
+    }
+    if !(1..=20).contains(&req.k) {
+        return Err(ApiError::validation("k must be within 1 and 20"));
+    }
+    let threshold = state.kb()?.suggest_threshold;
+    let filter = SearchFilter {
+        source: Some(Source::Kb),
+        visibility: if req.public_only {
+            vec![Visibility::Public]
+        } else {
+            Vec::new()
+        },
+        ..SearchFilter::tenant(&tenant.0)
+    };
+    let hits = dense_search(&state, text.trim(), filter, req.k * 5).await?;
+    let mut seen = std::collections::HashSet::new();
+    let results = hits
+        .into_iter()
+        .filter(|h| h.score >= threshold && seen.insert(h.payload.doc_id.clone()))
+        .take(req.k)
+        .map(|h| result(h, &text))
+        .collect();
+    Ok(ApiJson(SearchResponse {
+        mode: "dense",
+        results,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_mark_query_words_around_the_first_match() {
+        let passage = (0..60)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+            + " reset your Password now";
+        let s = snippet(&passage, "password reset");
+        assert!(s.contains("**reset**") && s.contains("**Password**"), "{s}");
+        assert!(s.starts_with("…"));
+        assert_eq!(snippet("short text", "zzz"), "short text");
+    }
+
+    #[test]
+    fn article_validation() {
+        let ok = Article {
+            id: "kb-1".into(),
+            title: "VPN".into(),
+            body: "text".into(),
+            format: Format::Markdown,
+            visibility: Visibility::Public,
+            tags: vec![],
+            language: "en".into(),
+        };
+        assert!(validate(&ok).is_ok());
+        for bad in [
+            Article {
+                id: "../x".into(),
+                ..ok.clone()
+            },
+            Article {
+                id: String::new(),
+                ..ok.clone()
+            },
+            Article {
+                title: " ".into(),
+                ..ok.clone()
+            },
+            Article {
+                body: String::new(),
+                ..ok.clone()
+            },
+            Article {
+                tags: vec![String::new()],
+                ..ok.clone()
+            },
+        ] {
+            assert!(validate(&bad).is_err(), "{bad:?}");
+        }
+        assert_ne!(
+            article_hash(&ok),
+            article_hash(&Article {
+                body: "text2".into(),
+                ..ok.clone()
+            })
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! The knowledge base over HTTP on the embedded qdrant-edge index: import,
+//! idempotent re-import, edit, delete, search, suggestions, tenant isolation.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+
+fn articles() -> Vec<Value> {
+    vec![
+        json!({ "id": "vpn-809", "title": "VPN error 809", "format": "markdown", "tags": ["network"],
+            "body": "# VPN error 809\n\nThe VPN client shows error 809 when UDP ports 500 and 4500 are blocked.\n\n## Fix on Windows\n\n1. Open the firewall settings.\n2. Allow UDP 500 and 4500.\n3. Reconnect the VPN." }),
+        json!({ "id": "pwd-reset", "title": "Reset your password", "format": "html",
+            "body": "<h1>Reset your password</h1><p>Open the self-service portal and choose <b>Forgot password</b>. A reset link arrives by e-mail within five minutes.</p>" }),
+        json!({ "id": "printer-jam", "title": "Printer paper jam", "format": "text", "visibility": "internal",
+            "body": "When the office printer reports a paper jam, open tray 2, remove the stuck sheet and close the tray.\n\nIf the jam light stays on, power-cycle the printer." }),
+    ]
+}
+
+async fn import(app: &TestApp, tenant: &str) {
+    for a in articles() {
+        let r = app.post_as(tenant, "/v1/kb/articles", &a).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+}
+
+async fn search(app: &TestApp, tenant: &str, q: &str, extra: &str) -> Value {
+    let r = app
+        .get_as(
+            tenant,
+            &format!("/v1/kb/search?q={}&k=5{extra}", q.replace(' ', "%20")),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn articles_are_found_by_meaning_with_snippets_and_filters() {
+    let app = spawn_app().await;
+    import(&app, "acme").await;
+    let r = search(&app, "acme", "my vpn keeps failing with 809", "").await;
+    let top = &r["results"][0];
+    assert_eq!(top["article_id"], "vpn-809", "{r}");
+    assert!(
+        top["snippet"].as_str().unwrap().contains("**809**"),
+        "{top}"
+    );
+    assert!(top["score"].as_f64().unwrap() > 0.4);
+    let r = search(&app, "acme", "I forgot my password", "").await;
+    assert_eq!(r["results"][0]["article_id"], "pwd-reset", "{r}");
+    // Internal articles are left out for customers; tags narrow the search.
+    let r = search(&app, "acme", "printer jam", "&visibility=public").await;
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["article_id"] != "printer-jam"),
+        "{r}"
+    );
+    let r = search(&app, "acme", "printer jam", "&tags=network").await;
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["article_id"] == "vpn-809"),
+        "{r}"
+    );
+    // Suggestions: one passage per article, best first.
+    let r = app
+        .post_as(
+            "acme",
+            "/v1/kb/suggest",
+            &json!({ "subject": "VPN 809", "body": "cannot connect from home", "k": 3 }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = s["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["article_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.first(), Some(&"vpn-809"), "{s}");
+    let mut dedup = ids.clone();
+    dedup.sort_unstable();
+    dedup.dedup();
+    assert_eq!(dedup.len(), ids.len(), "one passage per article: {ids:?}");
+}
+
+#[tokio::test]
+async fn reimport_is_idempotent_edits_reindex_and_deletes_remove() {
+    let app = spawn_app().await;
+    import(&app, "acme").await;
+    let again = app.post_as("acme", "/v1/kb/articles", &articles()[0]).await;
+    assert_eq!(again.status(), 200);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["status"], "unchanged");
+
+    let mut edited = articles()[1].clone();
+    edited["body"] = json!(
+        "<h1>Reset your password</h1><p>Call the service desk on extension 4242 to reset it.</p>"
+    );
+    let r = app.post_as("acme", "/v1/kb/articles", &edited).await;
+    assert_eq!(r.status(), 200);
+    let r = search(&app, "acme", "extension 4242", "").await;
+    assert_eq!(r["results"][0]["article_id"], "pwd-reset");
+    assert!(r["results"][0]["passage"]
+        .as_str()
+        .unwrap()
+        .contains("4242"));
+    let all = search(&app, "acme", "self-service portal forgot password", "").await;
+    assert!(
+        all["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| !x["passage"].as_str().unwrap().contains("self-service")),
+        "the old text is gone: {all}"
+    );
+
+    let r = app
+        .client
+        .delete(format!("{}/v1/kb/articles/vpn-809", app.address))
+        .header("x-tenant-id", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = search(&app, "acme", "vpn error 809", "").await;
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["article_id"] != "vpn-809"),
+        "{r}"
+    );
+    let r = app
+        .client
+        .delete(format!("{}/v1/kb/articles/vpn-809", app.address))
+        .header("x-tenant-id", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_articles() {
+    let app = spawn_app().await;
+    import(&app, "acme").await;
+    let r = search(&app, "globex", "vpn error 809", "").await;
+    assert_eq!(r["results"].as_array().unwrap().len(), 0, "{r}");
+    let r = app
+        .client
+        .delete(format!("{}/v1/kb/articles/vpn-809", app.address))
+        .header("x-tenant-id", "globex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = search(&app, "acme", "vpn error 809", "").await;
+    assert_eq!(
+        r["results"][0]["article_id"], "vpn-809",
+        "globex's delete changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn bad_kb_requests_are_json_errors() {
+    let app = spawn_app().await;
+    let cases = [
+        json!({ "id": "../x", "title": "t", "body": "b" }),
+        json!({ "id": "a", "title": "", "body": "b" }),
+        json!({ "id": "a", "title": "t", "body": "" }),
+        json!({ "id": "a", "title": "t", "body": "b", "format": "pdf" }),
+        json!({ "id": "a", "title": "t", "body": "<script>x</script>", "format": "html" }),
+        json!({ "title": "t", "body": "b" }),
+    ];
+    for c in cases {
+        let r = app.post_json("/v1/kb/articles", &c).await;
+        assert_eq!(r.status(), 422, "{c}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"].is_string());
+    }
+    for q in [
+        "/v1/kb/search?q=",
+        "/v1/kb/search?q=x&k=0",
+        "/v1/kb/search?q=x&mode=magic",
+        "/v1/kb/search",
+    ] {
+        assert_eq!(app.get(q).await.status(), 422, "{q}");
+    }
+    let r = app
+        .post_json("/v1/kb/suggest", &json!({ "subject": " " }))
+        .await;
+    assert_eq!(r.status(), 422);
+    let r = search(&app, "default", "anything", "").await;
+    assert_eq!(
+        r["results"].as_array().unwrap().len(),
+        0,
+        "nothing was indexed by the bad requests"
+    );
+}
