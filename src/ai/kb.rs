@@ -2,7 +2,7 @@
 //! indexed, passages out.
 //!
 //! `POST /v1/kb/articles` (upsert by id), `DELETE /v1/kb/articles/{id}`,
-//! `GET /v1/kb/search?q=…&k=…`, `POST /v1/kb/suggest`.
+//! `GET /v1/kb/search?q=…&k=…&mode=dense|bm25|hybrid`, `POST /v1/kb/suggest`.
 //!
 //! Ingestion is idempotent: an article whose content hash is unchanged is not
 //! re-embedded. It is also safe to repeat after a crash: the article's
@@ -424,6 +424,20 @@ async fn dense_search(
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
+async fn text_search(
+    state: &AiState,
+    query: &str,
+    filter: SearchFilter,
+    k: usize,
+) -> Result<Vec<Hit>, ApiError> {
+    let index = state.kb()?.index.clone();
+    let q = query.to_string();
+    tokio::task::spawn_blocking(move || index.search_text(&q, &filter, k))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
 async fn search(
     State(state): State<AiState>,
     tenant: Tenant,
@@ -435,15 +449,16 @@ async fn search(
     if !(1..=100).contains(&p.k) {
         return Err(ApiError::validation("k must be within 1 and 100"));
     }
-    match p.mode.as_deref() {
-        None | Some("dense") => {}
-        Some(m @ ("bm25" | "hybrid")) => {
+    let mode: &'static str = match p.mode.as_deref() {
+        None | Some("dense") => "dense",
+        Some("bm25") => "bm25",
+        Some("hybrid") => "hybrid",
+        Some(m) => {
             return Err(ApiError::validation(format!(
-                "mode={m} is not available yet; use mode=dense"
+                "unknown mode {m:?}: use dense, bm25 or hybrid"
             )))
         }
-        Some(m) => return Err(ApiError::validation(format!("unknown mode {m:?}"))),
-    }
+    };
     let filter = SearchFilter {
         source: Some(Source::Kb),
         visibility: p.visibility.into_iter().collect(),
@@ -457,9 +472,19 @@ async fn search(
         language: p.language.clone(),
         ..SearchFilter::tenant(&tenant.0)
     };
-    let hits = dense_search(&state, &p.q, filter, p.k).await?;
+    let hits = match mode {
+        "dense" => dense_search(&state, &p.q, filter, p.k).await?,
+        "bm25" => text_search(&state, &p.q, filter, p.k).await?,
+        _ => {
+            // Reciprocal rank fusion of both lists, each deeper than k.
+            let depth = (p.k * 5).max(50);
+            let dense = dense_search(&state, &p.q, filter.clone(), depth).await?;
+            let words = text_search(&state, &p.q, filter, depth).await?;
+            crate::vector::reciprocal_rank_fusion(&[dense, words], 60.0, p.k)
+        }
+    };
     Ok(ApiJson(SearchResponse {
-        mode: "dense",
+        mode,
         results: hits.into_iter().map(|h| result(h, &p.q)).collect(),
     }))
 }

@@ -5,6 +5,8 @@
 //! they are held, so every call goes through one `RwLock`: reads and writes
 //! share it, `flush` (and drop) take it alone.
 
+use std::mem::ManuallyDrop;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -16,14 +18,35 @@ use qdrant_edge::{
     WithPayloadInterface, WithVector,
 };
 
+use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
+use qdrant_edge::{EdgeSparseVectorParams, Modifier, Vector, VectorInternal};
+
 use super::{ChunkPayload, Hit, IndexError, IndexPoint, SearchFilter, Source, VectorIndex};
 
 const VECTOR: &str = "dense";
+/// BM25 term weights as a sparse vector; the engine applies the IDF.
+const SPARSE: &str = "bm25";
 
 pub struct EdgeIndex {
     path: PathBuf,
     dims: usize,
-    shard: RwLock<EdgeShard>,
+    bm25: EdgeBm25,
+    /// Dropped by hand (see `Drop`): the shard's own drop flushes and panics
+    /// when that fails.
+    shard: RwLock<ManuallyDrop<EdgeShard>>,
+}
+
+impl Drop for EdgeIndex {
+    fn drop(&mut self) {
+        let shard = self.shard.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Safety: the shard is dropped exactly once, here, and never used again.
+        let dropped =
+            std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(shard) }));
+        if dropped.is_err() {
+            tracing::error!(path = %self.path.display(),
+                "flushing the vector index failed; its write-ahead log replays on the next start");
+        }
+    }
 }
 
 fn engine(e: impl std::fmt::Display) -> IndexError {
@@ -106,24 +129,41 @@ fn filter(f: &SearchFilter) -> Result<Filter, IndexError> {
 }
 
 impl EdgeIndex {
-    /// Opens the shard in `path`, creating it (cosine, `dims`) when absent.
+    /// Opens the shard in `path`, creating it (cosine, `dims`, BM25) when
+    /// absent; BM25 assumes KB-chunk-length documents (150 words on average).
     pub fn open(path: &Path, dims: usize) -> Result<Self, IndexError> {
+        Self::open_with(path, dims, 150.0)
+    }
+
+    /// As `open`, with BM25's expected document length in words.
+    pub fn open_with(path: &Path, dims: usize, bm25_avg_len: f64) -> Result<Self, IndexError> {
         std::fs::create_dir_all(path)?;
+        let sparse = EdgeSparseVectorParams {
+            modifier: Some(Modifier::Idf),
+            ..Default::default()
+        };
         let config = EdgeConfigBuilder::new()
             .on_disk_payload(true)
             .vector(
                 VECTOR,
                 EdgeVectorParamsBuilder::new(dims, Distance::Cosine).build(),
             )
+            .sparse_vector(SPARSE, sparse)
             .build();
+        let bm25 = EdgeBm25::new(EdgeBm25Config {
+            avg_len: ordered_float::NotNan::new(bm25_avg_len.max(1.0)).map_err(engine)?,
+            ..Default::default()
+        })
+        .map_err(engine)?;
         let existing = path.join("edge_config.json").is_file();
         let shard = if existing {
             let shard = EdgeShard::load(path, None).map_err(engine)?;
             let have = shard.config().vectors.get(VECTOR).map(|v| v.size);
-            if have != Some(dims) {
+            let has_bm25 = shard.config().sparse_vectors.contains_key(SPARSE);
+            if have != Some(dims) || !has_bm25 {
                 return Err(IndexError::Engine(format!(
-                    "the index in {} holds {have:?}-dimensional vectors, the encoder makes {dims}: \
-                     move it aside to rebuild",
+                    "the index in {} holds {have:?}-dimensional vectors (BM25: {has_bm25}), the \
+                     encoder makes {dims}: move it aside to rebuild",
                     path.display()
                 )));
             }
@@ -134,7 +174,8 @@ impl EdgeIndex {
         Ok(Self {
             path: path.to_path_buf(),
             dims,
-            shard: RwLock::new(shard),
+            bm25,
+            shard: RwLock::new(ManuallyDrop::new(shard)),
         })
     }
 
@@ -153,60 +194,17 @@ impl EdgeIndex {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, EdgeShard> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ManuallyDrop<EdgeShard>> {
         self.shard.read().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl VectorIndex for EdgeIndex {
-    fn engine(&self) -> &'static str {
-        "edge"
-    }
-
-    fn dims(&self) -> usize {
-        self.dims
-    }
-
-    fn upsert(&self, points: &[IndexPoint]) -> Result<(), IndexError> {
-        points.iter().try_for_each(|p| self.check(&p.vector))?;
-        if points.is_empty() {
-            return Ok(());
-        }
-        let list = points
-            .iter()
-            .map(|p| {
-                let payload = serde_json::to_value(&p.payload).map_err(engine)?;
-                let vectors = qdrant_edge::Vectors::new_named([(VECTOR, p.vector.clone())]);
-                Ok(PointStruct::new(p.id(), vectors, payload).into())
-            })
-            .collect::<Result<Vec<_>, IndexError>>()?;
-        self.read()
-            .update(UpdateOperation::PointOperation(
-                PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
-            ))
-            .map_err(engine)
-    }
-
-    fn delete_doc(&self, tenant: &str, source: Source, doc_id: &str) -> Result<(), IndexError> {
-        let f = Filter {
-            should: None,
-            min_should: None,
-            must: Some(vec![
-                equals("tenant", tenant)?,
-                equals("source", source.as_str())?,
-                equals("doc_id", doc_id)?,
-            ]),
-            must_not: None,
-        };
-        self.read()
-            .update(UpdateOperation::PointOperation(
-                PointOperations::DeletePointsByFilter(f),
-            ))
-            .map_err(engine)
-    }
-
-    fn search(&self, vector: &[f32], f: &SearchFilter, k: usize) -> Result<Vec<Hit>, IndexError> {
-        self.check(vector)?;
+    fn nearest(
+        &self,
+        query: VectorInternal,
+        using: &str,
+        f: &SearchFilter,
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
         if k == 0 {
             return Ok(Vec::new());
         }
@@ -214,8 +212,8 @@ impl VectorIndex for EdgeIndex {
             .read()
             .search(SearchRequest {
                 query: QueryEnum::Nearest(NamedQuery {
-                    query: vector.to_vec().into(),
-                    using: Some(VECTOR.into()),
+                    query,
+                    using: Some(using.into()),
                 }),
                 filter: Some(filter(f)?),
                 params: None,
@@ -248,6 +246,73 @@ impl VectorIndex for EdgeIndex {
             })
             .collect()
     }
+}
+
+impl VectorIndex for EdgeIndex {
+    fn engine(&self) -> &'static str {
+        "edge"
+    }
+
+    fn dims(&self) -> usize {
+        self.dims
+    }
+
+    fn upsert(&self, points: &[IndexPoint]) -> Result<(), IndexError> {
+        points.iter().try_for_each(|p| self.check(&p.vector))?;
+        if points.is_empty() {
+            return Ok(());
+        }
+        let list = points
+            .iter()
+            .map(|p| {
+                let payload = serde_json::to_value(&p.payload).map_err(engine)?;
+                let words = self
+                    .bm25
+                    .embed_document(&format!("{} {}", p.payload.title, p.payload.text));
+                let vectors = qdrant_edge::Vectors::new_named([
+                    (VECTOR, Vector::new_dense(p.vector.clone())),
+                    (SPARSE, Vector(VectorInternal::Sparse(words))),
+                ]);
+                Ok(PointStruct::new(p.id(), vectors, payload).into())
+            })
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        self.read()
+            .update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+            ))
+            .map_err(engine)
+    }
+
+    fn delete_doc(&self, tenant: &str, source: Source, doc_id: &str) -> Result<(), IndexError> {
+        let f = Filter {
+            should: None,
+            min_should: None,
+            must: Some(vec![
+                equals("tenant", tenant)?,
+                equals("source", source.as_str())?,
+                equals("doc_id", doc_id)?,
+            ]),
+            must_not: None,
+        };
+        self.read()
+            .update(UpdateOperation::PointOperation(
+                PointOperations::DeletePointsByFilter(f),
+            ))
+            .map_err(engine)
+    }
+
+    fn search(&self, vector: &[f32], f: &SearchFilter, k: usize) -> Result<Vec<Hit>, IndexError> {
+        self.check(vector)?;
+        self.nearest(vector.to_vec().into(), VECTOR, f, k)
+    }
+
+    fn search_text(&self, query: &str, f: &SearchFilter, k: usize) -> Result<Vec<Hit>, IndexError> {
+        let q = self.bm25.embed_query(query);
+        if q.indices.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.nearest(VectorInternal::Sparse(q), SPARSE, f, k)
+    }
 
     fn count(&self, f: &SearchFilter) -> Result<usize, IndexError> {
         self.read()
@@ -260,8 +325,9 @@ impl VectorIndex for EdgeIndex {
 
     fn flush(&self) -> Result<(), IndexError> {
         let shard = self.shard.write().unwrap_or_else(|p| p.into_inner());
-        shard.flush();
-        Ok(())
+        // The shard panics when flushing fails (e.g. a full disk): an error here.
+        std::panic::catch_unwind(AssertUnwindSafe(|| shard.flush()))
+            .map_err(|_| IndexError::Engine("flushing the vector index failed".into()))
     }
 }
 

@@ -16,6 +16,14 @@ fn unit(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / n).collect()
 }
 
+/// Lower-cased alphanumeric words.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 impl ExactIndex {
     pub fn new(dims: usize) -> Self {
         Self {
@@ -76,6 +84,50 @@ impl VectorIndex for ExactIndex {
                 id,
                 score: v.iter().zip(&q).map(|(a, b)| a * b).sum(),
                 payload: p.clone(),
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    fn search_text(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let map = self.points.read().unwrap_or_else(|p| p.into_inner());
+        let docs: Vec<(u64, &super::ChunkPayload, Vec<String>)> = map
+            .iter()
+            .filter(|(_, (_, p))| filter.matches(p))
+            .map(|(&id, (_, p))| (id, p, words(&format!("{} {}", p.title, p.text))))
+            .collect();
+        let n = docs.len() as f32;
+        let avg = docs.iter().map(|d| d.2.len()).sum::<usize>() as f32 / n.max(1.0);
+        let terms = words(query);
+        let (k1, b) = (1.2f32, 0.75f32);
+        let mut hits: Vec<Hit> = docs
+            .iter()
+            .filter_map(|(id, p, w)| {
+                let score: f32 = terms
+                    .iter()
+                    .map(|t| {
+                        let df = docs.iter().filter(|d| d.2.contains(t)).count() as f32;
+                        let tf = w.iter().filter(|x| *x == t).count() as f32;
+                        if tf == 0.0 {
+                            return 0.0;
+                        }
+                        let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                        idf * tf * (k1 + 1.0)
+                            / (tf + k1 * (1.0 - b + b * w.len() as f32 / avg.max(1.0)))
+                    })
+                    .sum();
+                (score > 0.0).then(|| Hit {
+                    id: *id,
+                    score,
+                    payload: (*p).clone(),
+                })
             })
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));

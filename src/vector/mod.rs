@@ -157,6 +157,13 @@ pub trait VectorIndex: Send + Sync {
         filter: &SearchFilter,
         k: usize,
     ) -> Result<Vec<Hit>, IndexError>;
+    /// The `k` points that best match `query` by BM25 over title and text.
+    fn search_text(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError>;
     /// Points that pass `filter`.
     fn count(&self, filter: &SearchFilter) -> Result<usize, IndexError>;
     /// Makes everything written so far durable.
@@ -303,6 +310,17 @@ pub(crate) mod conformance {
             1,
             "other tenant untouched"
         );
+
+        // BM25: the word decides, not the vector.
+        let t = index.search_text("vpn", &acme, 10).unwrap();
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t[0].payload.doc_id, "vpn");
+        assert!(t[0].score > 0.0);
+        assert!(index
+            .search_text("vpn", &SearchFilter::tenant("globex"), 10)
+            .unwrap()
+            .is_empty());
+        assert!(index.search_text("zzzz", &acme, 10).unwrap().is_empty());
 
         // Wrong dimensions are an error, not a panic.
         assert!(matches!(

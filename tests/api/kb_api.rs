@@ -67,6 +67,22 @@ async fn articles_are_found_by_meaning_with_snippets_and_filters() {
             .all(|x| x["article_id"] == "vpn-809"),
         "{r}"
     );
+    // BM25 finds the exact code; hybrid fuses both lists.
+    let r = search(&app, "acme", "4500", "&mode=bm25").await;
+    assert_eq!(r["mode"], "bm25");
+    assert_eq!(r["results"][0]["article_id"], "vpn-809", "{r}");
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["article_id"] == "vpn-809"),
+        "only the VPN article has 4500: {r}"
+    );
+    let r = search(&app, "acme", "forgot password link", "&mode=hybrid").await;
+    assert_eq!(r["mode"], "hybrid");
+    assert_eq!(r["results"][0]["article_id"], "pwd-reset", "{r}");
+
     // Suggestions: one passage per article, best first.
     let r = app
         .post_as(
