@@ -168,6 +168,11 @@ pub trait VectorIndex: Send + Sync {
     fn count(&self, filter: &SearchFilter) -> Result<usize, IndexError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), IndexError>;
+    /// Builds or merges the engine's search structures (HNSW) now, blocking;
+    /// true when there was anything to do. Engines without any: a no-op.
+    fn optimize(&self) -> Result<bool, IndexError> {
+        Ok(false)
+    }
 }
 
 /// Reciprocal rank fusion of ranked lists: each hit scores Σ 1 / (k + rank),

@@ -1,0 +1,239 @@
+//! The vector index measured (issue 4), run by `scripts/bench-search.sh`:
+//!
+//! 1. Scale: N random unit vectors (384-d, seeded) in a qdrant-edge shard,
+//!    HNSW built by `optimize`; 300 random queries, k = 10: search latency
+//!    p50/p99 (without any embedding) and recall@10 against brute force.
+//! 2. Quality on real text: Banking77's train queries as the corpus, its test
+//!    queries as queries, relevant = same intent: MRR@10 and nDCG@10 for
+//!    dense, BM25 and hybrid (reciprocal rank fusion).
+//!
+//! Env: `SIZES` (default `10000,100000`), `QUALITY=0` to skip part 2,
+//! `HNSW_EF` (default `DEFAULT_HNSW_EF`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use helpdesk::inference::training::SplitMix;
+use helpdesk::inference::{load_text_encoder, DeviceKind};
+use helpdesk::ml::dataset::load;
+use helpdesk::ml::{cache_dir, Embedder, EmbeddingCache};
+use helpdesk::vector::edge::EdgeIndex;
+use helpdesk::vector::{
+    reciprocal_rank_fusion, ChunkPayload, Hit, IndexPoint, SearchFilter, Source, VectorIndex,
+    Visibility,
+};
+
+fn payload(i: usize, text: &str) -> ChunkPayload {
+    ChunkPayload {
+        tenant: "bench".into(),
+        source: Source::Ticket,
+        doc_id: i.to_string(),
+        chunk: 0,
+        title: String::new(),
+        text: text.into(),
+        language: "en".into(),
+        visibility: Visibility::Internal,
+        tags: vec![],
+        updated_at: 0,
+        hash: String::new(),
+    }
+}
+
+/// A seeded random unit vector (sums of uniforms: close to Gaussian).
+fn random_unit(rng: &mut SplitMix, d: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..d)
+        .map(|_| {
+            (0..4)
+                .map(|_| (rng.next_u64() % 10_000) as f32 / 10_000.0 - 0.5)
+                .sum()
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
+    let d = 384;
+    let mut rng = SplitMix::new(n as u64);
+    let vectors: Vec<Vec<f32>> = (0..n).map(|_| random_unit(&mut rng, d)).collect();
+    let dir = tempfile::tempdir()?;
+    let mut index = EdgeIndex::open(&dir.path().join("shard"), d)?;
+    if let Some(ef) = std::env::var("HNSW_EF").ok().and_then(|v| v.parse().ok()) {
+        index = index.with_hnsw_ef(ef);
+    }
+    let t = Instant::now();
+    for (b, chunk) in vectors.chunks(1000).enumerate() {
+        let points: Vec<IndexPoint> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| IndexPoint {
+                vector: v.clone(),
+                payload: payload(b * 1000 + j, ""),
+            })
+            .collect();
+        index.upsert(&points)?;
+    }
+    let upsert_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    index.optimize()?;
+    let optimize_s = t.elapsed().as_secs_f64();
+    let filter = SearchFilter::tenant("bench");
+    let (mut lat, mut recall) = (Vec::new(), 0.0);
+    let queries = 300;
+    for _ in 0..queries {
+        let q = random_unit(&mut rng, d);
+        let t = Instant::now();
+        let hits = index.search(&q, &filter, 10)?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        let mut exact: Vec<(f32, usize)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(&q).map(|(a, b)| a * b).sum(), i))
+            .collect();
+        exact.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<String> = exact[..10].iter().map(|(_, i)| i.to_string()).collect();
+        recall += hits
+            .iter()
+            .filter(|h| truth.contains(&h.payload.doc_id))
+            .count() as f64
+            / 10.0;
+    }
+    lat.sort_by(f64::total_cmp);
+    let r = serde_json::json!({
+        "points": n, "upsert_s": upsert_s, "upsert_points_per_s": n as f64 / upsert_s,
+        "optimize_s": optimize_s, "p50_ms": pct(&lat, 0.5), "p99_ms": pct(&lat, 0.99),
+        "recall_at_10": recall / queries as f64,
+    });
+    println!(
+        "{n:>7} points: upsert {upsert_s:.1} s ({:.0}/s), HNSW build {optimize_s:.1} s, search p50 {:.2} ms p99 {:.2} ms, recall@10 {:.4}",
+        n as f64 / upsert_s,
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        recall / queries as f64
+    );
+    Ok(r)
+}
+
+/// MRR@10 and nDCG@10 (binary relevance) of ranked intents.
+fn score(
+    ranked: &[Vec<&str>],
+    gold: &[&str],
+    relevant_total: &BTreeMap<&str, usize>,
+) -> (f64, f64) {
+    let (mut mrr, mut ndcg) = (0.0, 0.0);
+    for (r, g) in ranked.iter().zip(gold) {
+        if let Some(p) = r.iter().take(10).position(|x| x == g) {
+            mrr += 1.0 / (p as f64 + 1.0);
+        }
+        let dcg: f64 = r
+            .iter()
+            .take(10)
+            .enumerate()
+            .filter(|(_, x)| *x == g)
+            .map(|(i, _)| 1.0 / (i as f64 + 2.0).log2())
+            .sum();
+        let ideal: f64 = (0..relevant_total[g].min(10))
+            .map(|i| 1.0 / (i as f64 + 2.0).log2())
+            .sum();
+        ndcg += if ideal > 0.0 { dcg / ideal } else { 0.0 };
+    }
+    (mrr / gold.len() as f64, ndcg / gold.len() as f64)
+}
+
+fn quality() -> anyhow::Result<serde_json::Value> {
+    let none = BTreeMap::new();
+    let train = load(Path::new("bench/banking77/train.csv"), &none)?;
+    let test = load(Path::new("bench/banking77/test.csv"), &none)?;
+    let enc = load_text_encoder(
+        "all-minilm-l6-v2",
+        Path::new("models"),
+        DeviceKind::Cpu,
+        false,
+    )?;
+    let mut cache = EmbeddingCache::open(
+        &cache_dir(Path::new("bench-results/search")),
+        &enc.id(),
+        enc.dims(),
+    )?;
+    let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
+    let qtexts: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
+    let vecs = cache.embed_all(&enc, &texts, 256, |_, _| {})?;
+    let qvecs = cache.embed_all(&enc, &qtexts, 256, |_, _| {})?;
+    let dir = tempfile::tempdir()?;
+    // Banking77 queries are about 12 words: BM25's length normalisation expects that.
+    let index = EdgeIndex::open_with(&dir.path().join("shard"), enc.dims(), 12.0)?;
+    let t = Instant::now();
+    for (b, chunk) in train.chunks(1000).enumerate() {
+        let points: Vec<IndexPoint> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, e)| IndexPoint {
+                vector: vecs[b * 1000 + j].clone(),
+                payload: payload(b * 1000 + j, &e.text),
+            })
+            .collect();
+        index.upsert(&points)?;
+    }
+    index.optimize()?;
+    let index_s = t.elapsed().as_secs_f64();
+    let filter = SearchFilter::tenant("bench");
+    let intent = |h: &Hit| {
+        train[h.payload.doc_id.parse::<usize>().unwrap_or(0)]
+            .label
+            .as_str()
+    };
+    let mut relevant: BTreeMap<&str, usize> = BTreeMap::new();
+    train
+        .iter()
+        .for_each(|e| *relevant.entry(e.label.as_str()).or_default() += 1);
+    let gold: Vec<&str> = test.iter().map(|e| e.label.as_str()).collect();
+    let (mut dense, mut bm25, mut hybrid) = (Vec::new(), Vec::new(), Vec::new());
+    let t = Instant::now();
+    for (q, v) in qtexts.iter().zip(&qvecs) {
+        let d = index.search(v, &filter, 50)?;
+        let w = index.search_text(q, &filter, 50)?;
+        let h = reciprocal_rank_fusion(&[d.clone(), w.clone()], 60.0, 10);
+        dense.push(d.iter().take(10).map(intent).collect::<Vec<_>>());
+        bm25.push(w.iter().take(10).map(intent).collect::<Vec<_>>());
+        hybrid.push(h.iter().map(intent).collect::<Vec<_>>());
+    }
+    let query_ms = t.elapsed().as_secs_f64() * 1000.0 / qtexts.len() as f64;
+    let mut out = serde_json::json!({ "corpus": train.len(), "queries": test.len(), "index_s": index_s,
+        "ms_per_query_all_three": query_ms });
+    for (name, ranked) in [("dense", &dense), ("bm25", &bm25), ("hybrid", &hybrid)] {
+        let (mrr, ndcg) = score(ranked, &gold, &relevant);
+        println!("{name:>7}: MRR@10 {mrr:.4}  nDCG@10 {ndcg:.4}");
+        out[name] = serde_json::json!({ "mrr_at_10": mrr, "ndcg_at_10": ndcg });
+    }
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = std::env::var("SIZES")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let scales = sizes
+        .into_iter()
+        .map(scale)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut report = serde_json::json!({ "scale": scales });
+    if std::env::var("QUALITY").is_ok_and(|v| v == "0") {
+        // skipped
+    } else {
+        report["quality"] = quality()?;
+    }
+    std::fs::create_dir_all("bench-results")?;
+    std::fs::write(
+        "bench-results/search.json",
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(())
+}
