@@ -7,7 +7,10 @@
 //!    queries as queries, relevant = same intent: MRR@10 and nDCG@10 for
 //!    dense, BM25 and hybrid (reciprocal rank fusion).
 //!
-//! Env: `SIZES` (default `10000,100000`), `QUALITY=0` to skip part 2,
+//! 3. Scale on real text embeddings: SST-2's 67k train phrases, its dev
+//!    sentences as queries, recall@10 against brute force.
+//!
+//! Env: `SIZES` (default `10000,100000`), `QUALITY=0` / `REAL=0` to skip parts 2 / 3,
 //! `HNSW_EF` (default `DEFAULT_HNSW_EF`).
 
 use std::collections::BTreeMap;
@@ -120,6 +123,75 @@ fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
     Ok(r)
 }
 
+/// Scale on real text embeddings: SST-2's 67,349 train phrases as the
+/// corpus, its 872 dev sentences as queries (real vectors cluster; random
+/// ones do not).
+fn real() -> anyhow::Result<serde_json::Value> {
+    let none = BTreeMap::new();
+    let corpus = load(Path::new("bench/sst2/train.tsv"), &none)?;
+    let queries = load(Path::new("tests/fixtures/sst2_dev.tsv"), &none)?;
+    let enc = load_text_encoder(
+        "all-minilm-l6-v2",
+        Path::new("models"),
+        DeviceKind::Cpu,
+        false,
+    )?;
+    let mut cache = EmbeddingCache::open(
+        &cache_dir(Path::new("bench-results/search")),
+        &enc.id(),
+        enc.dims(),
+    )?;
+    let texts: Vec<&str> = corpus.iter().map(|e| e.text.as_str()).collect();
+    let vecs = cache.embed_all(&enc, &texts, 256, |_, _| {})?;
+    let qtexts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
+    let qvecs = cache.embed_all(&enc, &qtexts, 256, |_, _| {})?;
+    let dir = tempfile::tempdir()?;
+    let index = EdgeIndex::open(&dir.path().join("shard"), enc.dims())?;
+    for (b, chunk) in vecs.chunks(1000).enumerate() {
+        let points: Vec<IndexPoint> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| IndexPoint {
+                vector: v.clone(),
+                payload: payload(b * 1000 + j, ""),
+            })
+            .collect();
+        index.upsert(&points)?;
+    }
+    index.optimize()?;
+    let filter = SearchFilter::tenant("bench");
+    let (mut lat, mut recall) = (Vec::new(), 0.0);
+    for q in &qvecs {
+        let t = Instant::now();
+        let hits = index.search(q, &filter, 10)?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        let mut exact: Vec<(f32, usize)> = vecs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(q).map(|(a, b)| a * b).sum(), i))
+            .collect();
+        exact.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<String> = exact[..10].iter().map(|(_, i)| i.to_string()).collect();
+        recall += hits
+            .iter()
+            .filter(|h| truth.contains(&h.payload.doc_id))
+            .count() as f64
+            / 10.0;
+    }
+    lat.sort_by(f64::total_cmp);
+    let recall = recall / qvecs.len() as f64;
+    println!(
+        "{:>7} real text vectors (SST-2): search p50 {:.2} ms p99 {:.2} ms, recall@10 {recall:.4}",
+        vecs.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99)
+    );
+    Ok(
+        serde_json::json!({ "points": vecs.len(), "queries": qvecs.len(), "p50_ms": pct(&lat, 0.5),
+        "p99_ms": pct(&lat, 0.99), "recall_at_10": recall }),
+    )
+}
+
 /// MRR@10 and nDCG@10 (binary relevance) of ranked intents.
 fn score(
     ranked: &[Vec<&str>],
@@ -225,6 +297,9 @@ fn main() -> anyhow::Result<()> {
         .map(scale)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut report = serde_json::json!({ "scale": scales });
+    if !std::env::var("REAL").is_ok_and(|v| v == "0") {
+        report["real"] = real()?;
+    }
     if !std::env::var("QUALITY").is_ok_and(|v| v == "0") {
         report["quality"] = quality()?;
     }
