@@ -68,6 +68,17 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::ml_cli::HeadsAction,
     },
+    /// Knowledge base: import a folder of articles.
+    Kb {
+        #[command(subcommand)]
+        action: KbAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KbAction {
+    /// Index every .md/.html/.txt file under a folder (run it with the service stopped).
+    Import(crate::kb_cli::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod inference;
 pub mod kb;
+pub mod kb_cli;
 pub mod metrics;
 pub mod ml;
 pub mod ml_cli;

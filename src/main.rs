@@ -36,5 +36,8 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => ml_cli::train(args, &settings),
         Command::Eval(args) => ml_cli::eval(args, &settings),
         Command::Heads { action } => ml_cli::heads(action, &settings),
+        Command::Kb {
+            action: cli::KbAction::Import(args),
+        } => helpdesk::kb_cli::import(args, &settings),
     }
 }

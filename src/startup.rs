@@ -38,10 +38,12 @@ impl Application {
         let path = settings.data_dir.join("vectors").join("edge");
         let index = crate::vector::edge::EdgeIndex::open(&path, dims)
             .with_context(|| format!("open the vector index in {}", path.display()))?;
-        state.set_kb(Arc::new(ai::kb::KbService::new(
+        let kb = Arc::new(ai::kb::KbService::new(
             Arc::new(index),
             &settings.data_dir.join("kb"),
-        )));
+        ));
+        kb.spawn_optimizer(std::time::Duration::from_secs(10));
+        state.set_kb(kb);
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("bind {}", settings.server.bind))?;

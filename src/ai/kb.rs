@@ -77,6 +77,8 @@ pub struct KbService {
     pub chunking: ChunkConfig,
     /// Suggestions below this cosine are left out.
     pub suggest_threshold: f32,
+    /// Set by every write; the optimizer thread builds the index when set.
+    dirty: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const MAX_ID: usize = 200;
@@ -90,7 +92,32 @@ impl KbService {
             manifests: Mutex::default(),
             chunking: ChunkConfig::default(),
             suggest_threshold: 0.35,
+            dirty: Arc::default(),
         }
+    }
+
+    /// Starts a thread that, every `every`, builds the index's search
+    /// structures (HNSW) when something was written since the last time.
+    /// It holds only a weak reference: it ends when the service is dropped.
+    pub fn spawn_optimizer(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("kb-optimizer".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(kb) = weak.upgrade() else { return };
+                if kb.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    let t = std::time::Instant::now();
+                    match kb.index.optimize() {
+                        Ok(did) => tracing::debug!(
+                            did,
+                            seconds = t.elapsed().as_secs_f32(),
+                            "index optimized"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "optimizing the index failed"),
+                    }
+                }
+            });
     }
 
     fn manifest_path(&self, tenant: &str) -> PathBuf {
@@ -136,6 +163,106 @@ impl KbService {
             .unwrap_or_else(|p| p.into_inner())
             .insert(tenant.to_string(), m);
         Ok(())
+    }
+}
+
+/// The chunks of an article (`count` gives a text's token count).
+pub fn article_chunks(
+    a: &Article,
+    cfg: ChunkConfig,
+    count: &dyn Fn(&str) -> usize,
+) -> Vec<kb::Chunk> {
+    kb::chunk(&a.title, &kb::sections(&a.body, a.format), cfg, count)
+}
+
+/// Index points for an article's chunks and their vectors.
+fn article_points(
+    tenant: &str,
+    a: &Article,
+    chunks: &[kb::Chunk],
+    vectors: Vec<Vec<f32>>,
+    updated_at: i64,
+) -> Vec<IndexPoint> {
+    chunks
+        .iter()
+        .zip(vectors)
+        .map(|(c, v)| IndexPoint {
+            vector: v,
+            payload: ChunkPayload {
+                tenant: tenant.to_string(),
+                source: Source::Kb,
+                doc_id: a.id.clone(),
+                chunk: c.index as u32,
+                title: a.title.clone(),
+                text: c.text.clone(),
+                language: a.language.clone(),
+                visibility: a.visibility,
+                tags: a.tags.clone(),
+                updated_at,
+                hash: c.hash.clone(),
+            },
+        })
+        .collect()
+}
+
+impl KbService {
+    /// Replaces the article's chunks in the index, then records it: the record
+    /// is written last, so an interrupted import is redone the next time.
+    /// Returns whether the article is new to the tenant.
+    pub fn commit(
+        &self,
+        tenant: &str,
+        a: &Article,
+        points: &[IndexPoint],
+        record: ArticleRecord,
+    ) -> anyhow::Result<bool> {
+        let created = !self.records(tenant)?.contains_key(&a.id);
+        self.index.delete_doc(tenant, Source::Kb, &a.id)?;
+        self.index.upsert(points)?;
+        self.set_record(tenant, &a.id, Some(record))?;
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(created)
+    }
+
+    /// Whether the article is indexed with this exact content (its chunk count).
+    pub fn unchanged(&self, tenant: &str, a: &Article) -> anyhow::Result<Option<usize>> {
+        let hash = article_hash(a);
+        Ok(self
+            .records(tenant)?
+            .get(&a.id)
+            .filter(|r| r.hash == hash)
+            .map(|r| r.chunks))
+    }
+
+    /// Indexes one article in this thread (the CLI's import): `embed` turns
+    /// texts into unit vectors. Returns `indexed` or `unchanged` and the chunks.
+    pub fn ingest(
+        &self,
+        tenant: &str,
+        a: &Article,
+        embed: &dyn Fn(&[&str]) -> anyhow::Result<crate::inference::encoder::Rows>,
+        count: &dyn Fn(&str) -> usize,
+    ) -> anyhow::Result<(&'static str, usize)> {
+        if let Some(n) = self.unchanged(tenant, a)? {
+            return Ok(("unchanged", n));
+        }
+        let chunks = article_chunks(a, self.chunking, count);
+        anyhow::ensure!(!chunks.is_empty(), "{}: no text after cleaning", a.id);
+        let mut vectors = Vec::with_capacity(chunks.len());
+        for batch in chunks.chunks(64) {
+            let texts: Vec<&str> = batch.iter().map(|c| c.embed_text.as_str()).collect();
+            vectors.extend(embed(&texts)?);
+        }
+        let updated_at = now();
+        let points = article_points(tenant, a, &chunks, vectors, updated_at);
+        let record = ArticleRecord {
+            hash: article_hash(a),
+            title: a.title.clone(),
+            chunks: chunks.len(),
+            updated_at,
+        };
+        self.commit(tenant, a, &points, record)?;
+        Ok(("indexed", chunks.len()))
     }
 }
 
@@ -193,28 +320,22 @@ async fn upsert_article(
     ApiJson(article): ApiJson<Article>,
 ) -> Result<(StatusCode, ApiJson<UpsertResponse>), ApiError> {
     validate(&article)?;
-    let kb = state.kb()?;
-    let hash = article_hash(&article);
-    let records = kb
-        .records(&tenant.0)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    if let Some(r) = records.get(&article.id).filter(|r| r.hash == hash) {
+    let kb = state.kb()?.clone();
+    let known = kb
+        .unchanged(&tenant.0, &article)
+        .map_err(ApiError::Internal)?;
+    if let Some(chunks) = known {
         return Ok((
             StatusCode::OK,
             ApiJson(UpsertResponse {
                 id: article.id,
                 status: "unchanged",
-                chunks: r.chunks,
+                chunks,
             }),
         ));
     }
     let tokenizer = state.encoder()?.tokenizer.clone();
-    let (title, body, format, cfg) = (
-        article.title.clone(),
-        article.body.clone(),
-        article.format,
-        kb.chunking,
-    );
+    let (a, cfg) = (article.clone(), kb.chunking);
     let chunks = tokio::task::spawn_blocking(move || {
         let count = |t: &str| {
             tokenizer
@@ -222,59 +343,33 @@ async fn upsert_article(
                 .map(|v| v[0].untruncated_len.saturating_sub(2))
                 .unwrap_or(t.len() / 4)
         };
-        kb::chunk(&title, &kb::sections(&body, format), cfg, &count)
+        article_chunks(&a, cfg, &count)
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
     if chunks.is_empty() {
         return Err(ApiError::validation("the body has no text after cleaning"));
     }
-    let updated_at = now();
-    let mut points = Vec::with_capacity(chunks.len());
+    let mut vectors = Vec::with_capacity(chunks.len());
     let max = state.settings.server.max_inputs.max(1);
     for batch in chunks.chunks(max) {
         let texts = batch.iter().map(|c| c.embed_text.clone()).collect();
-        let (vectors, _) = embed_texts(&state, texts, true, true).await?;
-        for (c, v) in batch.iter().zip(vectors) {
-            points.push(IndexPoint {
-                vector: v,
-                payload: ChunkPayload {
-                    tenant: tenant.0.clone(),
-                    source: Source::Kb,
-                    doc_id: article.id.clone(),
-                    chunk: c.index as u32,
-                    title: article.title.clone(),
-                    text: c.text.clone(),
-                    language: article.language.clone(),
-                    visibility: article.visibility,
-                    tags: article.tags.clone(),
-                    updated_at,
-                    hash: c.hash.clone(),
-                },
-            });
-        }
+        vectors.extend(embed_texts(&state, texts, true, true).await?.0);
     }
-    let index = kb.index.clone();
-    let (t, id) = (tenant.0.clone(), article.id.clone());
-    tokio::task::spawn_blocking(move || {
-        index.delete_doc(&t, Source::Kb, &id)?;
-        index.upsert(&points)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    let created = !records.contains_key(&article.id);
-    kb.set_record(
-        &tenant.0,
-        &article.id,
-        Some(ArticleRecord {
-            hash,
-            title: article.title.clone(),
-            chunks: chunks.len(),
-            updated_at,
-        }),
-    )
-    .map_err(|e| ApiError::Internal(e.into()))?;
+    let updated_at = now();
+    let points = article_points(&tenant.0, &article, &chunks, vectors, updated_at);
+    let record = ArticleRecord {
+        hash: article_hash(&article),
+        title: article.title.clone(),
+        chunks: chunks.len(),
+        updated_at,
+    };
+    let n = chunks.len();
+    let (t, a) = (tenant.0.clone(), article.clone());
+    let created = tokio::task::spawn_blocking(move || kb.commit(&t, &a, &points, record))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)?;
     Ok((
         if created {
             StatusCode::CREATED
@@ -284,7 +379,7 @@ async fn upsert_article(
         ApiJson(UpsertResponse {
             id: article.id,
             status: "indexed",
-            chunks: chunks.len(),
+            chunks: n,
         }),
     ))
 }

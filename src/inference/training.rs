@@ -134,7 +134,7 @@ impl SoftmaxHead {
         if classes < 2 {
             return Err(HeadError::TooFewLabels(classes));
         }
-        if b.len() != classes || w.len() % classes != 0 {
+        if b.len() != classes || !w.len().is_multiple_of(classes) {
             return Err(HeadError::Mismatch(b.len(), classes));
         }
         if temperature <= 0.0 || !temperature.is_finite() {

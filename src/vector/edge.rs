@@ -39,6 +39,8 @@ pub struct EdgeIndex {
     bm25: EdgeBm25,
     /// The HNSW search beam: recall against latency (see BENCHMARKS.md).
     hnsw_ef: usize,
+    /// Held (locked) while the index is open.
+    _lock: std::fs::File,
     /// Dropped by hand (see `Drop`): the shard's own drop flushes and panics
     /// when that fails.
     shard: RwLock<ManuallyDrop<EdgeShard>>,
@@ -146,6 +148,18 @@ impl EdgeIndex {
     /// As `open`, with BM25's expected document length in words.
     pub fn open_with(path: &Path, dims: usize, bm25_avg_len: f64) -> Result<Self, IndexError> {
         std::fs::create_dir_all(path)?;
+        // One process per shard: qdrant-edge does not guard against two.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join(".lock"))?;
+        lock.try_lock().map_err(|_| {
+            IndexError::Engine(format!(
+                "the index in {} is open in another process (a running `helpdesk serve`?)",
+                path.display()
+            ))
+        })?;
         let sparse = EdgeSparseVectorParams {
             modifier: Some(Modifier::Idf),
             ..Default::default()
@@ -214,6 +228,7 @@ impl EdgeIndex {
             dims,
             bm25,
             hnsw_ef: DEFAULT_HNSW_EF,
+            _lock: lock,
             shard: RwLock::new(ManuallyDrop::new(shard)),
         })
     }
@@ -373,8 +388,8 @@ impl VectorIndex for EdgeIndex {
     }
 
     fn optimize(&self) -> Result<bool, IndexError> {
-        let shard = self.shard.write().unwrap_or_else(|p| p.into_inner());
-        shard.optimize().map_err(engine)
+        // The shard's optimizer takes its own locks: searches go on meanwhile.
+        self.read().optimize().map_err(engine)
     }
 
     fn flush(&self) -> Result<(), IndexError> {

@@ -221,3 +221,66 @@ async fn bad_kb_requests_are_json_errors() {
         "nothing was indexed by the bad requests"
     );
 }
+
+/// `helpdesk kb import DIR`: files become articles, a second run skips them,
+/// and the service finds them; while the service has the index open, the
+/// import refuses to run rather than corrupt it.
+#[tokio::test]
+async fn kb_import_indexes_a_folder_and_the_service_serves_it() {
+    crate::helpers::require_model();
+    let data = crate::helpers::data_dir();
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(docs.path().join("network")).unwrap();
+    std::fs::write(
+        docs.path().join("network/vpn.md"),
+        "# VPN error 809\n\nAllow UDP ports 500 and 4500 in the firewall.",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.path().join("password.html"),
+        "<h1>Password reset</h1><p>Use the self-service portal.</p>",
+    )
+    .unwrap();
+    std::fs::write(docs.path().join("notes.pdf"), "ignored").unwrap();
+    let import = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_helpdesk"))
+            .current_dir(crate::helpers::repo_path(""))
+            .env_remove("RUST_LOG")
+            .args(["--models-dir"])
+            .arg(crate::helpers::models_dir())
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["kb", "import", "--tenant", "acme"])
+            .arg(docs.path())
+            .output()
+            .unwrap()
+    };
+    let out = import();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (first["files"].as_u64(), first["indexed"].as_u64()),
+        (Some(2), Some(2)),
+        "{first}"
+    );
+    let again: Value = serde_json::from_slice(&import().stdout).unwrap();
+    assert_eq!(again["unchanged"], 2, "{again}");
+
+    let mut settings = crate::helpers::test_settings();
+    settings.data_dir = data.path().to_path_buf();
+    let app = crate::helpers::spawn_app_with(settings, true).await;
+    let r = search(&app, "acme", "vpn 809 firewall", "").await;
+    assert_eq!(r["results"][0]["article_id"], "network:vpn.md", "{r}");
+    assert_eq!(r["results"][0]["title"], "VPN error 809");
+    let busy = import();
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("open in another process"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+}
