@@ -57,6 +57,36 @@ fn random_unit(rng: &mut SplitMix, d: usize) -> Vec<f32> {
     v
 }
 
+/// Search latencies (ms, sorted) of `queries` with k = 10, and mean
+/// recall@10 against brute force over `corpus` (point i has doc id i).
+fn latency_and_recall(
+    index: &EdgeIndex,
+    corpus: &[Vec<f32>],
+    queries: &[Vec<f32>],
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let filter = SearchFilter::tenant("bench");
+    let (mut lat, mut recall) = (Vec::new(), 0.0);
+    for q in queries {
+        let t = Instant::now();
+        let hits = index.search(q, &filter, 10)?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        let mut exact: Vec<(f32, usize)> = corpus
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(q).map(|(a, b)| a * b).sum(), i))
+            .collect();
+        exact.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<String> = exact[..10].iter().map(|(_, i)| i.to_string()).collect();
+        recall += hits
+            .iter()
+            .filter(|h| truth.contains(&h.payload.doc_id))
+            .count() as f64
+            / 10.0;
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((lat, recall / queries.len().max(1) as f64))
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -86,39 +116,19 @@ fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
     let t = Instant::now();
     index.optimize()?;
     let optimize_s = t.elapsed().as_secs_f64();
-    let filter = SearchFilter::tenant("bench");
-    let (mut lat, mut recall) = (Vec::new(), 0.0);
-    let queries = 300;
-    for _ in 0..queries {
-        let q = random_unit(&mut rng, d);
-        let t = Instant::now();
-        let hits = index.search(&q, &filter, 10)?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        let mut exact: Vec<(f32, usize)> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.iter().zip(&q).map(|(a, b)| a * b).sum(), i))
-            .collect();
-        exact.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
-        let truth: Vec<String> = exact[..10].iter().map(|(_, i)| i.to_string()).collect();
-        recall += hits
-            .iter()
-            .filter(|h| truth.contains(&h.payload.doc_id))
-            .count() as f64
-            / 10.0;
-    }
-    lat.sort_by(f64::total_cmp);
+    let queries: Vec<Vec<f32>> = (0..300).map(|_| random_unit(&mut rng, d)).collect();
+    let (lat, recall) = latency_and_recall(&index, &vectors, &queries)?;
     let r = serde_json::json!({
         "points": n, "upsert_s": upsert_s, "upsert_points_per_s": n as f64 / upsert_s,
         "optimize_s": optimize_s, "p50_ms": pct(&lat, 0.5), "p99_ms": pct(&lat, 0.99),
-        "recall_at_10": recall / queries as f64,
+        "recall_at_10": recall,
     });
     println!(
         "{n:>7} points: upsert {upsert_s:.1} s ({:.0}/s), HNSW build {optimize_s:.1} s, search p50 {:.2} ms p99 {:.2} ms, recall@10 {:.4}",
         n as f64 / upsert_s,
         pct(&lat, 0.5),
         pct(&lat, 0.99),
-        recall / queries as f64
+        recall
     );
     Ok(r)
 }
@@ -159,27 +169,7 @@ fn real() -> anyhow::Result<serde_json::Value> {
         index.upsert(&points)?;
     }
     index.optimize()?;
-    let filter = SearchFilter::tenant("bench");
-    let (mut lat, mut recall) = (Vec::new(), 0.0);
-    for q in &qvecs {
-        let t = Instant::now();
-        let hits = index.search(q, &filter, 10)?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        let mut exact: Vec<(f32, usize)> = vecs
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.iter().zip(q).map(|(a, b)| a * b).sum(), i))
-            .collect();
-        exact.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
-        let truth: Vec<String> = exact[..10].iter().map(|(_, i)| i.to_string()).collect();
-        recall += hits
-            .iter()
-            .filter(|h| truth.contains(&h.payload.doc_id))
-            .count() as f64
-            / 10.0;
-    }
-    lat.sort_by(f64::total_cmp);
-    let recall = recall / qvecs.len() as f64;
+    let (lat, recall) = latency_and_recall(&index, &vecs, &qvecs)?;
     println!(
         "{:>7} real text vectors (SST-2): search p50 {:.2} ms p99 {:.2} ms, recall@10 {recall:.4}",
         vecs.len(),

@@ -374,14 +374,26 @@ pub fn train(
     );
     model.card.metrics = Some(report.summary());
     let gate = gate(store, &model, &heldout, heldout_vecs, report.macro_f1, opts);
+    let outcome = save_and_promote(store, model, gate, report, opts)?;
+    progress(Phase::Evaluating, heldout.len(), heldout.len());
+    Ok(outcome)
+}
+
+/// Stores `model` as the next version with its gate, and promotes it when
+/// the gate says so.
+fn save_and_promote(
+    store: &ModelStore,
+    mut model: Classifier,
+    gate: Gate,
+    mut report: EvalReport,
+    opts: &TrainOptions,
+) -> anyhow::Result<TrainOutcome> {
     let promoted = gate.promoted;
     model.card.gate = Some(gate);
     let version = store.save_new(&mut model)?;
     if promoted {
         store.promote(&opts.tenant, &opts.task, version)?;
     }
-    progress(Phase::Evaluating, heldout.len(), heldout.len());
-    let mut report = report;
     report.version = version;
     Ok(TrainOutcome {
         version,
@@ -539,18 +551,5 @@ pub fn zero_shot(
         model.card.metrics = Some(report.summary());
         gate(store, &model, heldout, heldout_vecs, report.macro_f1, opts)
     };
-    let promoted = gate.promoted;
-    model.card.gate = Some(gate);
-    let version = store.save_new(&mut model)?;
-    if promoted {
-        store.promote(&opts.tenant, &opts.task, version)?;
-    }
-    let mut report = report;
-    report.version = version;
-    Ok(TrainOutcome {
-        version,
-        promoted,
-        card: model.card,
-        report,
-    })
+    save_and_promote(store, model, gate, report, opts)
 }
