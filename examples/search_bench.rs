@@ -40,6 +40,7 @@ fn payload(i: usize, text: &str) -> ChunkPayload {
         tags: vec![],
         updated_at: 0,
         hash: String::new(),
+        ticket: None,
     }
 }
 

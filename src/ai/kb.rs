@@ -200,6 +200,7 @@ fn article_points(
                 tags: a.tags.clone(),
                 updated_at,
                 hash: c.hash.clone(),
+                ticket: None,
             },
         })
         .collect()

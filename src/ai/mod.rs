@@ -8,6 +8,7 @@ pub mod heads;
 pub mod kb;
 pub mod openapi;
 pub mod ops;
+pub mod similar;
 pub mod state;
 pub mod tenant;
 pub mod urgency;
@@ -22,6 +23,7 @@ pub fn router(state: AiState) -> Router {
         .merge(embed::router())
         .merge(classify::router())
         .merge(kb::router())
+        .merge(similar::router())
         .merge(ops::router())
         .merge(openapi::router())
         .with_state(state)

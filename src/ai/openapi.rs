@@ -157,6 +157,12 @@ pub fn document() -> Value {
                     "type": "object", "properties": { "subject": { "type": "string" }, "body": { "type": "string" },
                         "k": { "type": "integer", "minimum": 1, "maximum": 20, "default": 3 }, "public_only": { "type": "boolean" } } } } } },
                 "responses": with(json!({ "description": "results, as search" })) } },
+            "/v1/tickets/index": { "post": { "summary": "Index a ticket (upsert by id) for similar-ticket search: subject, body, status, resolution, created_at",
+                "parameters": [tenant.clone()],
+                "responses": { "204": { "description": "Indexed" }, "422": error_response("Bad id, empty text") } } },
+            "/v1/tickets/similar": { "post": { "summary": "The nearest earlier tickets (with their resolution when solved) and a duplicate flag (cosine ≥ 0.9 within 72 h)",
+                "parameters": [tenant.clone()],
+                "responses": with(json!({ "description": "results: id, subject, score, status, resolution, created_at, duplicate; duplicate_of" })) } },
             "/v1/jobs/{id}": { "get": { "summary": "A training job: status, phase and progress, result (version, card, report) or error",
                 "parameters": [tenant.clone(), { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
                 "responses": { "200": { "description": "The job" }, "404": error_response("No such job for this tenant") } } }

@@ -57,6 +57,16 @@ pub struct ChunkPayload {
     pub updated_at: i64,
     /// sha256 of what was embedded: re-indexing skips unchanged chunks.
     pub hash: String,
+    /// For tickets: their status and, once solved, the resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketInfo {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,6 +232,7 @@ pub(crate) mod conformance {
             tags: vec![],
             updated_at: 1_700_000_000,
             hash: String::new(),
+            ticket: None,
         }
     }
 

@@ -284,3 +284,85 @@ async fn kb_import_indexes_a_folder_and_the_service_serves_it() {
         String::from_utf8_lossy(&busy.stderr)
     );
 }
+
+#[tokio::test]
+async fn similar_tickets_come_with_resolutions_and_a_duplicate_flag() {
+    let app = spawn_app().await;
+    let now = 1_800_000_000i64;
+    let tickets = [
+        json!({ "id": "T-1", "subject": "VPN disconnects every ten minutes", "body": "Since this morning the VPN drops on my laptop.",
+                "status": "solved", "resolution": "Updated the VPN client to 5.2", "created_at": now - 30 * 86400 }),
+        json!({ "id": "T-2", "subject": "Printer on floor 3 is jammed", "body": "Paper stuck in tray 2.", "status": "open", "created_at": now - 3600 }),
+        json!({ "id": "T-3", "subject": "VPN keeps disconnecting every 10 minutes", "body": "The VPN drops on my laptop since this morning.",
+                "status": "open", "created_at": now - 7200 }),
+    ];
+    for t in &tickets {
+        let r = app.post_as("acme", "/v1/tickets/index", t).await;
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    }
+    let r = app
+        .post_as(
+            "acme",
+            "/v1/tickets/similar",
+            &json!({ "subject": "VPN disconnects every ten minutes",
+            "body": "The VPN drops on my laptop since this morning.", "created_at": now, "k": 3 }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().await.unwrap();
+    let results = s["results"].as_array().unwrap();
+    let ids: Vec<&str> = results.iter().map(|x| x["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids[..2]
+            .iter()
+            .filter(|i| i.starts_with("T-1") || i.starts_with("T-3"))
+            .count(),
+        2,
+        "{s}"
+    );
+    let t1 = results.iter().find(|x| x["id"] == "T-1").unwrap();
+    assert_eq!(t1["resolution"], "Updated the VPN client to 5.2");
+    assert_eq!(
+        t1["duplicate"], false,
+        "a month old: outside the duplicate window"
+    );
+    assert_eq!(s["duplicate_of"], "T-3", "{s}");
+    // The asking ticket is left out; another tenant sees none of these.
+    let r: Value = app
+        .post_as(
+            "acme",
+            "/v1/tickets/similar",
+            &json!({ "subject": "VPN disconnects", "exclude_id": "T-3" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["id"] != "T-3"));
+    let r: Value = app
+        .post_as(
+            "globex",
+            "/v1/tickets/similar",
+            &json!({ "subject": "VPN disconnects" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["results"].as_array().unwrap().len(), 0);
+    // Tickets never show up in KB search.
+    let kb = search(&app, "acme", "vpn disconnects", "").await;
+    assert_eq!(kb["results"].as_array().unwrap().len(), 0, "{kb}");
+    let bad = app
+        .post_as(
+            "acme",
+            "/v1/tickets/index",
+            &json!({ "id": "x y", "subject": "a" }),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+}
