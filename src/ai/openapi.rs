@@ -159,7 +159,7 @@ pub fn document() -> Value {
                 "responses": with(json!({ "description": "results, as search" })) } },
             "/v1/tickets/index": { "post": { "summary": "Index a ticket (upsert by id) for similar-ticket search: subject, body, status, resolution, created_at",
                 "parameters": [tenant.clone()],
-                "responses": { "204": { "description": "Indexed" }, "422": error_response("Bad id, empty text") } } },
+                "responses": { "200": { "description": "Indexed: {id, incident}; incident lists the tickets when this one makes 3 or more near-identical tickets (cosine ≥ 0.75) within 30 minutes" }, "422": error_response("Bad id, empty text") } } },
             "/v1/tickets/similar": { "post": { "summary": "The nearest earlier tickets (with their resolution when solved) and a duplicate flag (cosine ≥ 0.9 within 72 h)",
                 "parameters": [tenant.clone()],
                 "responses": with(json!({ "description": "results: id, subject, score, status, resolution, created_at, duplicate; duplicate_of" })) } },

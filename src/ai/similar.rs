@@ -6,7 +6,6 @@
 //! Until the ticketing core exists, its callers send the tickets.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,28 @@ pub fn router() -> Router<AiState> {
     Router::new()
         .route("/v1/tickets/index", post(index_ticket))
         .route("/v1/tickets/similar", post(similar))
+}
+
+/// An incident: at least `INCIDENT_MIN_TICKETS` tickets of a tenant within
+/// `INCIDENT_WINDOW_S`, each at cosine ≥ `INCIDENT_SIMILARITY` to the newest
+/// ("the VPN is down for everyone").
+pub const INCIDENT_MIN_TICKETS: usize = 3;
+pub const INCIDENT_WINDOW_S: i64 = 30 * 60;
+pub const INCIDENT_SIMILARITY: f32 = 0.75;
+
+#[derive(Debug, Serialize)]
+pub struct Incident {
+    /// The tickets of the cluster, the new one first.
+    pub tickets: Vec<String>,
+    pub window_minutes: i64,
+    pub min_similarity: f32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IndexResponse {
+    pub id: String,
+    /// Set when this ticket completes a cluster of near-identical recent tickets.
+    pub incident: Option<Incident>,
 }
 
 /// Above this cosine, within `DUPLICATE_WINDOW_S`, an earlier ticket is
@@ -69,7 +90,7 @@ async fn index_ticket(
     State(state): State<AiState>,
     tenant: Tenant,
     ApiJson(t): ApiJson<TicketDoc>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<ApiJson<IndexResponse>, ApiError> {
     let id_ok = !t.id.is_empty()
         && t.id.len() <= 200
         && t.id
@@ -106,11 +127,51 @@ async fn index_ticket(
             }),
         },
     };
-    tokio::task::spawn_blocking(move || kb.index.upsert(&[point]))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(StatusCode::NO_CONTENT)
+    let (id, at) = (t.id.clone(), point.payload.updated_at);
+    let tenant_id = tenant.0.clone();
+    let incident = tokio::task::spawn_blocking(
+        move || -> Result<Option<Incident>, crate::vector::IndexError> {
+            kb.index.upsert(std::slice::from_ref(&point))?;
+            incident_for(kb.index.as_ref(), &tenant_id, &point, at)
+        },
+    )
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(i) = &incident {
+        tracing::warn!(tenant = %tenant.0, tickets = ?i.tickets, "incident: near-identical tickets");
+    }
+    Ok(ApiJson(IndexResponse { id, incident }))
+}
+
+/// The cluster the new ticket completes: the tenant's tickets of the last
+/// `INCIDENT_WINDOW_S` at cosine ≥ `INCIDENT_SIMILARITY` to it. (A star
+/// around the newest ticket; checking every pair is left for later.)
+fn incident_for(
+    index: &dyn crate::vector::VectorIndex,
+    tenant: &str,
+    point: &IndexPoint,
+    at: i64,
+) -> Result<Option<Incident>, crate::vector::IndexError> {
+    let recent = SearchFilter {
+        source: Some(Source::Ticket),
+        updated_since: Some(at - INCIDENT_WINDOW_S),
+        exclude_doc: Some(point.payload.doc_id.clone()),
+        ..SearchFilter::tenant(tenant)
+    };
+    let mut cluster = vec![point.payload.doc_id.clone()];
+    cluster.extend(
+        index
+            .search(&point.vector, &recent, 50)?
+            .into_iter()
+            .filter(|h| h.score >= INCIDENT_SIMILARITY && h.payload.updated_at <= at)
+            .map(|h| h.payload.doc_id),
+    );
+    Ok((cluster.len() >= INCIDENT_MIN_TICKETS).then(|| Incident {
+        tickets: cluster,
+        window_minutes: INCIDENT_WINDOW_S / 60,
+        min_similarity: INCIDENT_SIMILARITY,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

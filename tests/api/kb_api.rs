@@ -298,7 +298,9 @@ async fn similar_tickets_come_with_resolutions_and_a_duplicate_flag() {
     ];
     for t in &tickets {
         let r = app.post_as("acme", "/v1/tickets/index", t).await;
-        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let body: Value = r.json().await.unwrap();
+        assert!(body["incident"].is_null(), "{body}");
     }
     let r = app
         .post_as(
@@ -365,4 +367,47 @@ async fn similar_tickets_come_with_resolutions_and_a_duplicate_flag() {
         )
         .await;
     assert_eq!(bad.status(), 422);
+}
+
+#[tokio::test]
+async fn three_near_identical_tickets_within_half_an_hour_raise_an_incident() {
+    let app = spawn_app().await;
+    let t0 = 1_800_000_000i64;
+    let texts = [
+        "The VPN is down, I cannot connect from home",
+        "VPN down for me too, cannot connect from home",
+        "Cannot connect to the VPN from home, it is down",
+    ];
+    let mut last = Value::Null;
+    for (i, text) in texts.iter().enumerate() {
+        let r = app
+            .post_as("acme", "/v1/tickets/index", &json!({ "id": format!("V-{i}"), "subject": text, "created_at": t0 + 300 * i as i64 }))
+            .await;
+        assert_eq!(r.status(), 200);
+        last = r.json().await.unwrap();
+        if i < 2 {
+            assert!(
+                last["incident"].is_null(),
+                "two tickets are not an incident: {last}"
+            );
+        }
+    }
+    let tickets: Vec<&str> = last["incident"]["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(tickets[0], "V-2");
+    assert_eq!(tickets.len(), 3, "{last}");
+    // The same three a day apart are not an incident; another tenant's tickets never join.
+    for (i, text) in texts.iter().enumerate() {
+        let r: Value = app
+            .post_as("globex", "/v1/tickets/index", &json!({ "id": format!("W-{i}"), "subject": text, "created_at": t0 + 86_400 * i as i64 }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(r["incident"].is_null(), "{r}");
+    }
 }
