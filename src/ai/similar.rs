@@ -167,7 +167,7 @@ fn incident_for(
             .filter(|h| h.score >= INCIDENT_SIMILARITY && h.payload.updated_at <= at)
             .map(|h| h.payload.doc_id),
     );
-    Ok((cluster.len() >= INCIDENT_MIN_TICKETS).then(|| Incident {
+    Ok((cluster.len() >= INCIDENT_MIN_TICKETS).then_some(Incident {
         tickets: cluster,
         window_minutes: INCIDENT_WINDOW_S / 60,
         min_similarity: INCIDENT_SIMILARITY,
