@@ -6,11 +6,11 @@
 //! 2. Quality on real text: Banking77's train queries as the corpus, its test
 //!    queries as queries, relevant = same intent: MRR@10 and nDCG@10 for
 //!    dense, BM25 and hybrid (reciprocal rank fusion).
-//!
 //! 3. Scale on real text embeddings: SST-2's 67k train phrases, its dev
 //!    sentences as queries, recall@10 against brute force.
+//! 4. KB ingestion throughput and its time per stage.
 //!
-//! Env: `SIZES` (default `10000,100000`), `QUALITY=0` / `REAL=0` to skip parts 2 / 3,
+//! Env: `SIZES` (default `10000,100000`), `QUALITY=0` / `REAL=0` / `INGEST=0` skip parts 2 / 3 / 4,
 //! `HNSW_EF` (default `DEFAULT_HNSW_EF`).
 
 use std::collections::BTreeMap;
@@ -277,6 +277,101 @@ fn quality() -> anyhow::Result<serde_json::Value> {
     Ok(out)
 }
 
+/// KB ingestion throughput and where its time goes: the 2,000 sentences of
+/// bench/corpus.jsonl as 100 Markdown articles of 20 paragraphs under 4
+/// headings, cleaned and chunked, embedded, upserted, then the HNSW build.
+fn ingestion() -> anyhow::Result<serde_json::Value> {
+    use helpdesk::ai::kb::{article_chunks, Article};
+    use helpdesk::kb::{ChunkConfig, Format};
+    let corpus = std::fs::read_to_string("bench/corpus.jsonl")?;
+    let sentences: Vec<String> = corpus
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(String::from))
+        .collect();
+    let articles: Vec<Article> = sentences
+        .chunks(20)
+        .enumerate()
+        .map(|(i, para)| {
+            let body = para
+                .chunks(5)
+                .enumerate()
+                .map(|(h, p)| format!("## Part {h}\n\n{}", p.join("\n\n")))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            Article {
+                id: format!("a{i}"),
+                title: format!("Article {i}"),
+                body: format!("# Article {i}\n\n{body}"),
+                format: Format::Markdown,
+                visibility: Visibility::Public,
+                tags: vec![],
+                language: "en".into(),
+            }
+        })
+        .collect();
+    let enc = load_text_encoder(
+        "all-minilm-l6-v2",
+        Path::new("models"),
+        DeviceKind::Cpu,
+        false,
+    )?;
+    let tokenizer = enc.tokenizer().clone();
+    let count = |t: &str| {
+        tokenizer
+            .tokenize(&[t], true)
+            .map(|v| v[0].untruncated_len.saturating_sub(2))
+            .unwrap_or(0)
+    };
+    let dir = tempfile::tempdir()?;
+    let index = EdgeIndex::open(&dir.path().join("shard"), enc.dims())?;
+    let (mut chunk_s, mut embed_s, mut upsert_s, mut n) = (0.0, 0.0, 0.0, 0usize);
+    for a in &articles {
+        let t = Instant::now();
+        let chunks = article_chunks(a, ChunkConfig::default(), &count);
+        chunk_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
+        let vectors = enc.embed(&texts, true, true)?;
+        embed_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let points: Vec<IndexPoint> = chunks
+            .iter()
+            .zip(vectors)
+            .map(|(c, v)| IndexPoint {
+                vector: v,
+                payload: ChunkPayload {
+                    chunk: c.index as u32,
+                    doc_id: a.id.clone(),
+                    source: Source::Kb,
+                    ..payload(0, &c.text)
+                },
+            })
+            .collect();
+        index.delete_doc("bench", Source::Kb, &a.id)?;
+        index.upsert(&points)?;
+        upsert_s += t.elapsed().as_secs_f64();
+        n += chunks.len();
+    }
+    let t = Instant::now();
+    index.optimize()?;
+    let optimize_s = t.elapsed().as_secs_f64();
+    let total = chunk_s + embed_s + upsert_s;
+    println!(
+        "ingestion: {} articles, {n} chunks in {total:.1} s = {:.1} chunks/s; clean+chunk {:.0} %, embed {:.0} %, upsert {:.0} %; HNSW build after {optimize_s:.2} s",
+        articles.len(),
+        n as f64 / total,
+        100.0 * chunk_s / total,
+        100.0 * embed_s / total,
+        100.0 * upsert_s / total,
+    );
+    Ok(
+        serde_json::json!({ "articles": articles.len(), "chunks": n, "seconds": total,
+        "chunks_per_s": n as f64 / total, "chunk_s": chunk_s, "embed_s": embed_s, "upsert_s": upsert_s,
+        "optimize_s": optimize_s }),
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let sizes: Vec<usize> = std::env::var("SIZES")
         .unwrap_or_else(|_| "10000,100000".into())
@@ -288,6 +383,9 @@ fn main() -> anyhow::Result<()> {
         .map(scale)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut report = serde_json::json!({ "scale": scales });
+    if !std::env::var("INGEST").is_ok_and(|v| v == "0") {
+        report["ingestion"] = ingestion()?;
+    }
     if !std::env::var("REAL").is_ok_and(|v| v == "0") {
         report["real"] = real()?;
     }

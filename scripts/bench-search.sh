@@ -4,10 +4,11 @@
 # qdrant-edge index, upsert and HNSW-build time; then retrieval quality on
 # Banking77 (train queries as the corpus, test queries as queries, relevant =
 # same intent): MRR@10 and nDCG@10 for dense, BM25 and hybrid; and latency and
-# recall@10 on real text embeddings (SST-2's 67k train phrases).
+# recall@10 on real text embeddings (SST-2's 67k train phrases); and KB
+# ingestion throughput with its time per stage.
 # Results: bench-results/search.json and a summary on stdout.
 #
-# Usage: scripts/bench-search.sh   (env SIZES=10000,100000; QUALITY=0 / REAL=0 skip those parts)
+# Usage: scripts/bench-search.sh   (env SIZES=10000,100000; QUALITY=0 / REAL=0 / INGEST=0 skip those parts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh all-minilm-l6-v2 >/dev/null
