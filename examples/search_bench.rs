@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use helpdesk::inference::training::SplitMix;
 use helpdesk::inference::{load_text_encoder, DeviceKind};
-use helpdesk::ml::dataset::load;
+use helpdesk::ml::dataset::{load, Example};
 use helpdesk::ml::{cache_dir, Embedder, EmbeddingCache};
 use helpdesk::vector::edge::EdgeIndex;
 use helpdesk::vector::{
@@ -92,6 +92,51 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// Upserts `vectors` as points 0..n (payload text from `texts` when given), 1,000 at a time.
+fn fill(index: &EdgeIndex, vectors: &[Vec<f32>], texts: Option<&[Example]>) -> anyhow::Result<()> {
+    for (b, chunk) in vectors.chunks(1000).enumerate() {
+        let points: Vec<IndexPoint> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let i = b * 1000 + j;
+                let text = texts.map_or("", |t| t[i].text.as_str());
+                IndexPoint {
+                    vector: v.clone(),
+                    payload: payload(i, text),
+                }
+            })
+            .collect();
+        index.upsert(&points)?;
+    }
+    Ok(())
+}
+
+/// Two labelled files and their embeddings (through the bench's cache).
+type Embedded = (Vec<Example>, Vec<Example>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+fn embedded(corpus: &str, queries: &str) -> anyhow::Result<Embedded> {
+    let none = BTreeMap::new();
+    let corpus = load(Path::new(corpus), &none)?;
+    let queries = load(Path::new(queries), &none)?;
+    let enc = load_text_encoder(
+        "all-minilm-l6-v2",
+        Path::new("models"),
+        DeviceKind::Cpu,
+        false,
+    )?;
+    let mut cache = EmbeddingCache::open(
+        &cache_dir(Path::new("bench-results/search")),
+        &enc.id(),
+        enc.dims(),
+    )?;
+    let texts: Vec<&str> = corpus.iter().map(|e| e.text.as_str()).collect();
+    let qtexts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
+    let vecs = cache.embed_all(&enc, &texts, 256, |_, _| {})?;
+    let qvecs = cache.embed_all(&enc, &qtexts, 256, |_, _| {})?;
+    Ok((corpus, queries, vecs, qvecs))
+}
+
 fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
     let d = 384;
     let mut rng = SplitMix::new(n as u64);
@@ -102,17 +147,7 @@ fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
         index = index.with_hnsw_ef(ef);
     }
     let t = Instant::now();
-    for (b, chunk) in vectors.chunks(1000).enumerate() {
-        let points: Vec<IndexPoint> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, v)| IndexPoint {
-                vector: v.clone(),
-                payload: payload(b * 1000 + j, ""),
-            })
-            .collect();
-        index.upsert(&points)?;
-    }
+    fill(&index, &vectors, None)?;
     let upsert_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     index.optimize()?;
@@ -138,37 +173,10 @@ fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
 /// corpus, its 872 dev sentences as queries (real vectors cluster; random
 /// ones do not).
 fn real() -> anyhow::Result<serde_json::Value> {
-    let none = BTreeMap::new();
-    let corpus = load(Path::new("bench/sst2/train.tsv"), &none)?;
-    let queries = load(Path::new("tests/fixtures/sst2_dev.tsv"), &none)?;
-    let enc = load_text_encoder(
-        "all-minilm-l6-v2",
-        Path::new("models"),
-        DeviceKind::Cpu,
-        false,
-    )?;
-    let mut cache = EmbeddingCache::open(
-        &cache_dir(Path::new("bench-results/search")),
-        &enc.id(),
-        enc.dims(),
-    )?;
-    let texts: Vec<&str> = corpus.iter().map(|e| e.text.as_str()).collect();
-    let vecs = cache.embed_all(&enc, &texts, 256, |_, _| {})?;
-    let qtexts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
-    let qvecs = cache.embed_all(&enc, &qtexts, 256, |_, _| {})?;
+    let (_, _, vecs, qvecs) = embedded("bench/sst2/train.tsv", "tests/fixtures/sst2_dev.tsv")?;
     let dir = tempfile::tempdir()?;
-    let index = EdgeIndex::open(&dir.path().join("shard"), enc.dims())?;
-    for (b, chunk) in vecs.chunks(1000).enumerate() {
-        let points: Vec<IndexPoint> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, v)| IndexPoint {
-                vector: v.clone(),
-                payload: payload(b * 1000 + j, ""),
-            })
-            .collect();
-        index.upsert(&points)?;
-    }
+    let index = EdgeIndex::open(&dir.path().join("shard"), vecs[0].len())?;
+    fill(&index, &vecs, None)?;
     index.optimize()?;
     let (lat, recall) = latency_and_recall(&index, &vecs, &qvecs)?;
     println!(
@@ -210,39 +218,14 @@ fn score(
 }
 
 fn quality() -> anyhow::Result<serde_json::Value> {
-    let none = BTreeMap::new();
-    let train = load(Path::new("bench/banking77/train.csv"), &none)?;
-    let test = load(Path::new("bench/banking77/test.csv"), &none)?;
-    let enc = load_text_encoder(
-        "all-minilm-l6-v2",
-        Path::new("models"),
-        DeviceKind::Cpu,
-        false,
-    )?;
-    let mut cache = EmbeddingCache::open(
-        &cache_dir(Path::new("bench-results/search")),
-        &enc.id(),
-        enc.dims(),
-    )?;
-    let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
+    let (train, test, vecs, qvecs) =
+        embedded("bench/banking77/train.csv", "bench/banking77/test.csv")?;
     let qtexts: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
-    let vecs = cache.embed_all(&enc, &texts, 256, |_, _| {})?;
-    let qvecs = cache.embed_all(&enc, &qtexts, 256, |_, _| {})?;
     let dir = tempfile::tempdir()?;
     // Banking77 queries are about 12 words: BM25's length normalisation expects that.
-    let index = EdgeIndex::open_with(&dir.path().join("shard"), enc.dims(), 12.0)?;
+    let index = EdgeIndex::open_with(&dir.path().join("shard"), vecs[0].len(), 12.0)?;
     let t = Instant::now();
-    for (b, chunk) in train.chunks(1000).enumerate() {
-        let points: Vec<IndexPoint> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, e)| IndexPoint {
-                vector: vecs[b * 1000 + j].clone(),
-                payload: payload(b * 1000 + j, &e.text),
-            })
-            .collect();
-        index.upsert(&points)?;
-    }
+    fill(&index, &vecs, Some(&train))?;
     index.optimize()?;
     let index_s = t.elapsed().as_secs_f64();
     let filter = SearchFilter::tenant("bench");

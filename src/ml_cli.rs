@@ -291,7 +291,7 @@ pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({ "task": args.task, "tenant": args.tenant,
-                "version": model.card.version, "metrics": report.summary(), "report": files })
+                "version": model.card.version, "metrics": &report.summary, "report": files })
         );
     }
     eprintln!("report: {}", files[1].display());

@@ -65,14 +65,9 @@ pub struct EvalReport {
     pub task: String,
     pub tenant: String,
     pub version: u32,
-    pub examples: usize,
-    pub accuracy: f32,
-    pub macro_f1: f32,
-    pub ece: f32,
-    pub threshold: f32,
-    pub coverage: f32,
-    pub precision_at_threshold: f32,
-    pub precision_at_80_coverage: f32,
+    /// The headline numbers, at the top level of the JSON.
+    #[serde(flatten)]
+    pub summary: EvalSummary,
     pub per_class: BTreeMap<String, ClassMetrics>,
     pub confusion: Confusion,
     pub curve: Vec<CurvePoint>,
@@ -170,18 +165,20 @@ pub fn evaluate(
         task: task.into(),
         tenant: tenant.into(),
         version,
-        examples: judged.len(),
-        accuracy: ratio(correct, judged.len()),
-        macro_f1: if f1_count == 0 {
-            0.0
-        } else {
-            f1_sum / f1_count as f32
+        summary: EvalSummary {
+            examples: judged.len(),
+            accuracy: ratio(correct, judged.len()),
+            macro_f1: if f1_count == 0 {
+                0.0
+            } else {
+                f1_sum / f1_count as f32
+            },
+            ece: ece(&pairs, 15),
+            threshold,
+            coverage: ratio(answered.len(), judged.len()),
+            precision_at_threshold: ratio(answered_ok, answered.len()),
+            precision_at_80_coverage: precision_at(&sorted, 0.8).precision,
         },
-        ece: ece(&pairs, 15),
-        threshold,
-        coverage: ratio(answered.len(), judged.len()),
-        precision_at_threshold: ratio(answered_ok, answered.len()),
-        precision_at_80_coverage: precision_at(&sorted, 0.8).precision,
         per_class,
         confusion: Confusion { labels, matrix },
         curve,
@@ -189,19 +186,6 @@ pub fn evaluate(
 }
 
 impl EvalReport {
-    pub fn summary(&self) -> EvalSummary {
-        EvalSummary {
-            examples: self.examples,
-            accuracy: self.accuracy,
-            macro_f1: self.macro_f1,
-            ece: self.ece,
-            threshold: self.threshold,
-            coverage: self.coverage,
-            precision_at_threshold: self.precision_at_threshold,
-            precision_at_80_coverage: self.precision_at_80_coverage,
-        }
-    }
-
     /// The report for people: `confusion_png` and `curve_png` are the file
     /// names of the pictures written beside it.
     pub fn markdown(&self, confusion_png: &str, curve_png: &str) -> String {
@@ -216,14 +200,14 @@ impl EvalReport {
             self.task,
             self.tenant,
             self.version,
-            self.examples,
-            pct(self.accuracy),
-            pct(self.macro_f1),
-            self.ece,
-            self.threshold,
-            pct(self.coverage),
-            pct(self.precision_at_threshold),
-            pct(self.precision_at_80_coverage),
+            self.summary.examples,
+            pct(self.summary.accuracy),
+            pct(self.summary.macro_f1),
+            self.summary.ece,
+            self.summary.threshold,
+            pct(self.summary.coverage),
+            pct(self.summary.precision_at_threshold),
+            pct(self.summary.precision_at_80_coverage),
         );
         s += "## Per class\n\n| label | precision | recall | F1 | support |\n|---|---|---|---|---|\n";
         for (l, m) in &self.per_class {
@@ -438,21 +422,21 @@ mod tests {
             j("b", "a", 0.65, t),
         ];
         let r = evaluate("x", "t", 1, &labels, t, &judged);
-        assert_eq!(r.examples, 5);
-        assert!((r.accuracy - 0.6).abs() < 1e-6);
+        assert_eq!(r.summary.examples, 5);
+        assert!((r.summary.accuracy - 0.6).abs() < 1e-6);
         assert_eq!(r.confusion.matrix, vec![vec![2, 1], vec![1, 1]]);
         // a: p = 2/3, r = 2/3; b: p = 1/2, r = 1/2.
         let a = &r.per_class["a"];
         assert!((a.precision - 2.0 / 3.0).abs() < 1e-6 && (a.recall - 2.0 / 3.0).abs() < 1e-6);
-        assert!((r.macro_f1 - (2.0 / 3.0 + 0.5) / 2.0).abs() < 1e-6);
+        assert!((r.summary.macro_f1 - (2.0 / 3.0 + 0.5) / 2.0).abs() < 1e-6);
         // Four answered (≥ 0.6), three of them right.
-        assert!((r.coverage - 0.8).abs() < 1e-6);
-        assert!((r.precision_at_threshold - 0.75).abs() < 1e-6);
+        assert!((r.summary.coverage - 0.8).abs() < 1e-6);
+        assert!((r.summary.precision_at_threshold - 0.75).abs() < 1e-6);
         // The four most confident: 0.9 ok, 0.8 ok, 0.7 ok, 0.65 wrong.
-        assert!((r.precision_at_80_coverage - 0.75).abs() < 1e-6);
+        assert!((r.summary.precision_at_80_coverage - 0.75).abs() < 1e-6);
         assert_eq!(r.curve.len(), 20);
         assert!((r.curve[19].precision - 0.6).abs() < 1e-6);
-        assert!(r.ece > 0.0);
+        assert!(r.summary.ece > 0.0);
     }
 
     #[test]
@@ -461,7 +445,7 @@ mod tests {
         let r = evaluate("x", "t", 1, &labels, 0.0, &[j("c", "a", 0.9, 0.0)]);
         assert_eq!(r.confusion.labels, ["a", "b", "c"]);
         assert_eq!(r.confusion.matrix[2], vec![1, 0, 0]);
-        assert_eq!(r.accuracy, 0.0);
+        assert_eq!(r.summary.accuracy, 0.0);
     }
 
     #[test]

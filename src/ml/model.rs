@@ -393,37 +393,40 @@ mod tests {
     }
 }
 
+/// A card for tests of code that stores or loads heads: task `team`,
+/// tenant `t`, labels `erp` and `net`, a fake encoder.
+#[cfg(test)]
+pub(crate) fn test_card(kind: HeadKind, dims: usize) -> ModelCard {
+    ModelCard {
+        task: "team".into(),
+        tenant: "t".into(),
+        version: 1,
+        kind,
+        labels: vec!["erp".into(), "net".into()],
+        encoder: "fake@0".into(),
+        dims,
+        created_at: now_utc(),
+        data_hash: String::new(),
+        train_examples: 8,
+        heldout_examples: 0,
+        lexical_weight: 0.0,
+        lexical_dims: 0,
+        temperature: 1.0,
+        threshold: 0.0,
+        target_precision: 0.95,
+        neutral_label: None,
+        metrics: None,
+        gate: None,
+        training: serde_json::Value::Null,
+        command: None,
+    }
+}
+
 #[cfg(test)]
 mod roundtrip {
     use super::*;
     use crate::inference::lexical::train_mixed;
     use crate::inference::training::TrainConfig;
-
-    fn card(kind: HeadKind, dims: usize) -> ModelCard {
-        ModelCard {
-            task: "team".into(),
-            tenant: "t".into(),
-            version: 1,
-            kind,
-            labels: vec!["erp".into(), "net".into()],
-            encoder: "fake@0".into(),
-            dims,
-            created_at: now_utc(),
-            data_hash: String::new(),
-            train_examples: 8,
-            heldout_examples: 0,
-            lexical_weight: 0.0,
-            lexical_dims: 0,
-            temperature: 1.0,
-            threshold: 0.0,
-            target_precision: 0.95,
-            neutral_label: None,
-            metrics: None,
-            gate: None,
-            training: serde_json::Value::Null,
-            command: None,
-        }
-    }
 
     /// Saved and loaded heads predict exactly what they did before, with and
     /// without lexical features (a stand-in 2-d "embedding" is enough here).
@@ -465,7 +468,7 @@ mod roundtrip {
                 512,
             )
             .unwrap();
-            let mut c = card(HeadKind::Softmax, 2);
+            let mut c = test_card(HeadKind::Softmax, 2);
             c.lexical_weight = mixed.weight;
             c.lexical_dims = mixed.tfidf.dims();
             c.temperature = mixed.head.temperature;
@@ -493,7 +496,7 @@ mod roundtrip {
     fn corrupt_files_are_errors() {
         let dir = tempfile_dir("corrupt");
         let model = Classifier::knn(
-            card(HeadKind::Knn, 2),
+            test_card(HeadKind::Knn, 2),
             vec![
                 ("a".into(), 0, vec![1.0, 0.0]),
                 ("b".into(), 1, vec![0.0, 1.0]),

@@ -372,8 +372,15 @@ pub fn train(
         model.card.threshold,
         &judge(&model, &heldout, heldout_vecs),
     );
-    model.card.metrics = Some(report.summary());
-    let gate = gate(store, &model, &heldout, heldout_vecs, report.macro_f1, opts);
+    model.card.metrics = Some(report.summary.clone());
+    let gate = gate(
+        store,
+        &model,
+        &heldout,
+        heldout_vecs,
+        report.summary.macro_f1,
+        opts,
+    );
     let outcome = save_and_promote(store, model, gate, report, opts)?;
     progress(Phase::Evaluating, heldout.len(), heldout.len());
     Ok(outcome)
@@ -425,6 +432,7 @@ fn gate(
                 a.card.threshold,
                 &judge(&a, heldout, vectors),
             )
+            .summary
             .macro_f1
         });
     let (promoted, reason) = match (opts.promote, active) {
@@ -548,8 +556,15 @@ pub fn zero_shot(
             },
         }
     } else {
-        model.card.metrics = Some(report.summary());
-        gate(store, &model, heldout, heldout_vecs, report.macro_f1, opts)
+        model.card.metrics = Some(report.summary.clone());
+        gate(
+            store,
+            &model,
+            heldout,
+            heldout_vecs,
+            report.summary.macro_f1,
+            opts,
+        )
     };
     save_and_promote(store, model, gate, report, opts)
 }

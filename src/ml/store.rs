@@ -257,32 +257,11 @@ impl ModelStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ml::model::{HeadKind, ModelCard};
+    use crate::ml::model::HeadKind;
 
     fn model(tenant: &str) -> Classifier {
-        let card = ModelCard {
-            task: "team".into(),
-            tenant: tenant.into(),
-            version: 0,
-            kind: HeadKind::Knn,
-            labels: vec!["a".into(), "b".into()],
-            encoder: "fake@0".into(),
-            dims: 2,
-            created_at: now_utc(),
-            data_hash: String::new(),
-            train_examples: 2,
-            heldout_examples: 0,
-            lexical_weight: 0.0,
-            lexical_dims: 0,
-            temperature: 0.05,
-            threshold: 0.0,
-            target_precision: 0.95,
-            neutral_label: None,
-            metrics: None,
-            gate: None,
-            training: serde_json::Value::Null,
-            command: None,
-        };
+        let mut card = crate::ml::model::test_card(HeadKind::Knn, 2);
+        card.tenant = tenant.into();
         Classifier::knn(
             card,
             vec![
