@@ -148,15 +148,7 @@ async fn a_tenant_trains_a_head_over_http_and_classifies_with_evidence() {
     );
     assert_eq!(job["phase"], "evaluating");
     let report = &result["report"];
-    for key in [
-        "accuracy",
-        "macro_f1",
-        "ece",
-        "coverage",
-        "precision_at_threshold",
-        "per_class",
-        "confusion",
-    ] {
+    for key in crate::helpers::REPORT_KEYS {
         assert!(report.get(key).is_some(), "report lacks {key}");
     }
 

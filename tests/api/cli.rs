@@ -167,15 +167,7 @@ fn train_eval_and_heads_commands_version_a_task() {
     assert_eq!(second["gate"]["candidate"], second["gate"]["active"]);
 
     let eval = run(&["eval", "--task", "team", "--data", &t(&test_csv), "--json"]);
-    for key in [
-        "accuracy",
-        "macro_f1",
-        "ece",
-        "coverage",
-        "precision_at_threshold",
-        "per_class",
-        "confusion",
-    ] {
+    for key in crate::helpers::REPORT_KEYS {
         assert!(eval.get(key).is_some(), "eval --json lacks {key}");
     }
     assert_eq!(eval["version"], 2);

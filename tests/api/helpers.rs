@@ -7,6 +7,18 @@ use helpdesk::startup::Application;
 
 pub const MODEL: &str = "all-minilm-l6-v2";
 
+/// The keys issue 3 requires in every evaluation report (`eval --json`, a
+/// training job's result).
+pub const REPORT_KEYS: [&str; 7] = [
+    "accuracy",
+    "macro_f1",
+    "ece",
+    "coverage",
+    "precision_at_threshold",
+    "per_class",
+    "confusion",
+];
+
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
