@@ -11,7 +11,8 @@
 //! 4. KB ingestion throughput and its time per stage.
 //!
 //! Env: `SIZES` (default `10000,100000`), `QUALITY=0` / `REAL=0` / `INGEST=0` skip parts 2 / 3 / 4,
-//! `HNSW_EF` (default `DEFAULT_HNSW_EF`).
+//! `HNSW_EF` (default `DEFAULT_HNSW_EF`), `EXACT_SCAN_MAX` (default `DEFAULT_EXACT_SCAN_MAX_POINTS`; 0 =
+//! always walk the HNSW graph).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,10 +22,10 @@ use helpdesk::inference::training::SplitMix;
 use helpdesk::inference::{load_text_encoder, DeviceKind};
 use helpdesk::ml::dataset::{load, Example};
 use helpdesk::ml::{cache_dir, Embedder, EmbeddingCache};
-use helpdesk::vector::edge::EdgeIndex;
+use helpdesk::vector::edge::{EdgeIndex, EdgeOptions};
 use helpdesk::vector::{
-    reciprocal_rank_fusion, ChunkPayload, Hit, IndexPoint, SearchFilter, Source, VectorIndex,
-    Visibility,
+    hybrid_depth, reciprocal_rank_fusion, ChunkPayload, Hit, IndexPoint, SearchFilter, Source,
+    VectorIndex, Visibility, RRF_K,
 };
 
 fn payload(i: usize, text: &str) -> ChunkPayload {
@@ -137,15 +138,25 @@ fn embedded(corpus: &str, queries: &str) -> anyhow::Result<Embedded> {
     Ok((corpus, queries, vecs, qvecs))
 }
 
+/// The index options, from the environment: `HNSW_EF` (search beam),
+/// `EXACT_SCAN_MAX` (filtered searches over at most this many points scan;
+/// 0 = always the graph).
+fn options() -> EdgeOptions {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+    let d = EdgeOptions::default();
+    EdgeOptions {
+        hnsw_ef: env("HNSW_EF").unwrap_or(d.hnsw_ef),
+        exact_scan_max_points: env("EXACT_SCAN_MAX").unwrap_or(d.exact_scan_max_points),
+        ..d
+    }
+}
+
 fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
     let d = 384;
     let mut rng = SplitMix::new(n as u64);
     let vectors: Vec<Vec<f32>> = (0..n).map(|_| random_unit(&mut rng, d)).collect();
     let dir = tempfile::tempdir()?;
-    let mut index = EdgeIndex::open(&dir.path().join("shard"), d)?;
-    if let Some(ef) = std::env::var("HNSW_EF").ok().and_then(|v| v.parse().ok()) {
-        index = index.with_hnsw_ef(ef);
-    }
+    let index = EdgeIndex::open_with(&dir.path().join("shard"), d, &options())?;
     let t = Instant::now();
     fill(&index, &vectors, None)?;
     let upsert_s = t.elapsed().as_secs_f64();
@@ -175,7 +186,7 @@ fn scale(n: usize) -> anyhow::Result<serde_json::Value> {
 fn real() -> anyhow::Result<serde_json::Value> {
     let (_, _, vecs, qvecs) = embedded("bench/sst2/train.tsv", "tests/fixtures/sst2_dev.tsv")?;
     let dir = tempfile::tempdir()?;
-    let index = EdgeIndex::open(&dir.path().join("shard"), vecs[0].len())?;
+    let index = EdgeIndex::open_with(&dir.path().join("shard"), vecs[0].len(), &options())?;
     fill(&index, &vecs, None)?;
     index.optimize()?;
     let (lat, recall) = latency_and_recall(&index, &vecs, &qvecs)?;
@@ -223,7 +234,11 @@ fn quality() -> anyhow::Result<serde_json::Value> {
     let qtexts: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
     let dir = tempfile::tempdir()?;
     // Banking77 queries are about 12 words: BM25's length normalisation expects that.
-    let index = EdgeIndex::open_with(&dir.path().join("shard"), vecs[0].len(), 12.0)?;
+    let options = EdgeOptions {
+        bm25_avg_len: 12.0,
+        ..options()
+    };
+    let index = EdgeIndex::open_with(&dir.path().join("shard"), vecs[0].len(), &options)?;
     let t = Instant::now();
     fill(&index, &vecs, Some(&train))?;
     index.optimize()?;
@@ -242,9 +257,10 @@ fn quality() -> anyhow::Result<serde_json::Value> {
     let (mut dense, mut bm25, mut hybrid) = (Vec::new(), Vec::new(), Vec::new());
     let t = Instant::now();
     for (q, v) in qtexts.iter().zip(&qvecs) {
-        let d = index.search(v, &filter, 50)?;
-        let w = index.search_text(q, &filter, 50)?;
-        let h = reciprocal_rank_fusion(&[d.clone(), w.clone()], 60.0, 10);
+        // The lists `hybrid` fuses (`hybrid_depth(10)` = 50 deep), fused the same way.
+        let d = index.search(v, &filter, hybrid_depth(10))?;
+        let w = index.search_text(q, &filter, hybrid_depth(10))?;
+        let h = reciprocal_rank_fusion(&[d.clone(), w.clone()], RRF_K, 10);
         dense.push(d.iter().take(10).map(intent).collect::<Vec<_>>());
         bm25.push(w.iter().take(10).map(intent).collect::<Vec<_>>());
         hybrid.push(h.iter().map(intent).collect::<Vec<_>>());

@@ -8,7 +8,8 @@
 # ingestion throughput with its time per stage.
 # Results: bench-results/search.json and a summary on stdout.
 #
-# Usage: scripts/bench-search.sh   (env SIZES=10000,100000; QUALITY=0 / REAL=0 / INGEST=0 skip those parts)
+# Usage: scripts/bench-search.sh   (env SIZES=10000,100000; QUALITY=0 / REAL=0 / INGEST=0 skip those
+# parts; HNSW_EF, EXACT_SCAN_MAX=0 to measure the HNSW graph alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh all-minilm-l6-v2 >/dev/null

@@ -68,7 +68,19 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::ml_cli::HeadsAction,
     },
-    /// Knowledge base: import a folder of articles.
+    /// Create or update the ticketing core's database schema.
+    Migrate,
+    /// Ticketing core: create a tenant with its first admin and API key.
+    Tenant {
+        #[command(subcommand)]
+        action: crate::ticketing_cli::TenantAction,
+    },
+    /// Ticketing core: add a user to a tenant.
+    User {
+        #[command(subcommand)]
+        action: crate::ticketing_cli::UserAction,
+    },
+    /// Knowledge base: import a folder of articles; snapshot the vector index.
     Kb {
         #[command(subcommand)]
         action: KbAction,
@@ -79,6 +91,13 @@ pub enum Command {
 pub enum KbAction {
     /// Index every .md/.html/.txt file under a folder (run it with the service stopped).
     Import(crate::kb_cli::ImportArgs),
+    /// Copy the vector index (KB and ticket vectors) to a new folder that
+    /// opens as an index (run it with the service stopped); on a Qdrant
+    /// server, have the server take a snapshot of the collection.
+    Snapshot {
+        /// A folder that does not exist yet (embedded engine).
+        dest: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

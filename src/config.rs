@@ -21,6 +21,75 @@ pub struct Settings {
     pub server: ServerSettings,
     pub model: ModelSettings,
     pub log: LogSettings,
+    pub vector: VectorSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+}
+
+/// The ticketing core's database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite:…`; the `DATABASE_URL` variable when unset,
+    /// else `<data_dir>/helpdesk.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Login tokens last this long.
+    pub token_ttl_s: i64,
+    /// Signs login tokens; every core process of a deployment needs the
+    /// same one. When unset, `<data_dir>/jwt-secret` (made on first start).
+    pub jwt_secret: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl_s: 900,
+            jwt_secret: None,
+        }
+    }
+}
+
+/// The vector index behind KB search and similar tickets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VectorSettings {
+    /// `edge` (embedded, under the data directory) or `qdrant` (a server).
+    pub engine: VectorEngine,
+    /// The Qdrant server's gRPC address; the `QDRANT_URL` variable when unset.
+    pub qdrant_url: Option<String>,
+    /// The `QDRANT_API_KEY` variable when unset.
+    pub qdrant_api_key: Option<String>,
+    pub qdrant_collection: String,
+    /// The HNSW search beam (recall against latency).
+    pub hnsw_ef: usize,
+    /// Embedded engine: filtered searches over at most this many points scan
+    /// int8 copies instead of walking the graph (applies to a new index).
+    pub exact_scan_max_points: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorEngine {
+    Edge,
+    Qdrant,
+}
+
+impl Default for VectorSettings {
+    fn default() -> Self {
+        Self {
+            engine: VectorEngine::Edge,
+            qdrant_url: None,
+            qdrant_api_key: None,
+            qdrant_collection: "helpdesk".into(),
+            hnsw_ef: crate::vector::edge::DEFAULT_HNSW_EF,
+            exact_scan_max_points: crate::vector::edge::DEFAULT_EXACT_SCAN_MAX_POINTS,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -75,6 +144,9 @@ impl Default for Settings {
             server: ServerSettings::default(),
             model: ModelSettings::default(),
             log: LogSettings::default(),
+            vector: VectorSettings::default(),
+            database: DatabaseSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -161,6 +233,18 @@ impl Settings {
         }
         if self.model.max_batch_size == 0 {
             return bad("model.max_batch_size must be at least 1");
+        }
+        if !(60..=86_400).contains(&self.auth.token_ttl_s) {
+            return bad("auth.token_ttl_s must be within 60 and 86400");
+        }
+        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return bad("auth.jwt_secret must have at least 32 characters");
+        }
+        if self.vector.hnsw_ef == 0 {
+            return bad("vector.hnsw_ef must be at least 1");
+        }
+        if self.vector.qdrant_collection.trim().is_empty() {
+            return bad("vector.qdrant_collection is empty");
         }
         Ok(())
     }

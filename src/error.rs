@@ -1,7 +1,7 @@
 //! The one HTTP error type. Its status is decided in exactly one match; 5xx
 //! bodies are opaque and their cause is logged.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,6 +17,12 @@ pub enum ApiError {
     /// Well-formed but wrong: missing fields, wrong types, bad values (422).
     #[error("{0}")]
     Validation(String),
+    /// No or bad credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but the role may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the current state (409).
@@ -54,6 +60,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Validation"),
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Validation"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Validation"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Validation"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Validation"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Validation"),
@@ -79,7 +87,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error,
@@ -87,7 +95,14 @@ impl IntoResponse for ApiError {
                 error_type,
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -117,6 +132,12 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::BadRequest(r.body_text())
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::Validation(r.body_text())
@@ -132,6 +153,11 @@ pub struct ApiJson<T>(pub T);
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
+
+/// `Path<T>` whose rejections (e.g. a word where an id goes) are JSON 400s.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {

@@ -3,6 +3,8 @@
 //! heading, else the file name), embedded in-process and indexed in the
 //! same qdrant-edge shard the service uses. Unchanged files are skipped, so
 //! an interrupted import is finished by running it again.
+//!
+//! `helpdesk kb snapshot DEST`: a consistent copy of the vector index.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::ai::kb::{Article, KbService};
 use crate::config::Settings;
 use crate::kb::Format;
-use crate::vector::{edge::EdgeIndex, Visibility};
+use crate::vector::Visibility;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -73,6 +75,22 @@ pub fn article_id(rel: &Path) -> String {
         .collect()
 }
 
+/// `helpdesk kb snapshot DEST`: prints JSON with the engine and where the
+/// snapshot is.
+pub fn snapshot(dest: &Path, settings: &Settings) -> anyhow::Result<()> {
+    let dims = crate::inference::Registry::builtin()
+        .get(&settings.model.name)
+        .map(|s| s.dims)
+        .context("the configured model")?;
+    let index = crate::vector::open_index(settings, dims).context("open the vector index")?;
+    let at = index.snapshot(dest)?;
+    println!(
+        "{}",
+        serde_json::json!({ "engine": index.engine(), "snapshot": at })
+    );
+    Ok(())
+}
+
 pub fn import(args: &ImportArgs, settings: &Settings) -> anyhow::Result<()> {
     crate::ml::store::check_name("tenant", &args.tenant)?;
     let mut paths = Vec::new();
@@ -88,10 +106,8 @@ pub fn import(args: &ImportArgs, settings: &Settings) -> anyhow::Result<()> {
         settings.model.device,
         settings.model.allow_download,
     )?;
-    let index_dir = settings.data_dir.join("vectors").join("edge");
-    let index = EdgeIndex::open(&index_dir, enc.dims())
-        .with_context(|| format!("open the vector index in {}", index_dir.display()))?;
-    let kb = KbService::new(std::sync::Arc::new(index), &settings.data_dir.join("kb"));
+    let index = crate::vector::open_index(settings, enc.dims()).context("open the vector index")?;
+    let kb = KbService::new(index, &settings.data_dir.join("kb"));
     let tokenizer = enc.tokenizer().clone();
     let count = |t: &str| {
         tokenizer

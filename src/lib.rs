@@ -14,4 +14,6 @@ pub mod ml;
 pub mod ml_cli;
 pub mod startup;
 pub mod telemetry;
+pub mod ticketing;
+pub mod ticketing_cli;
 pub mod vector;

@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use helpdesk::cli::{self, Cli, Command};
-use helpdesk::{inference, ml_cli, startup::Application, telemetry};
+use helpdesk::{inference, ml_cli, startup::Application, telemetry, ticketing_cli};
 
 // candle allocates and frees large buffers on every step; glibc's malloc
 // hands them back to the kernel each time (page faults, 3x slower training).
@@ -39,5 +39,11 @@ fn main() -> anyhow::Result<()> {
         Command::Kb {
             action: cli::KbAction::Import(args),
         } => helpdesk::kb_cli::import(args, &settings),
+        Command::Kb {
+            action: cli::KbAction::Snapshot { dest },
+        } => helpdesk::kb_cli::snapshot(dest, &settings),
+        Command::Migrate => ticketing_cli::migrate(&settings),
+        Command::Tenant { action } => ticketing_cli::tenant(action, &settings),
+        Command::User { action } => ticketing_cli::user(action, &settings),
     }
 }

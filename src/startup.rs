@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::inference::{self, EncoderHandle};
 use crate::metrics::Metrics;
+use crate::ticketing::CoreState;
 
 pub struct Application {
     listener: TcpListener,
@@ -30,25 +31,23 @@ impl Application {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
         let state = AiState::new(settings.clone(), metrics.clone());
-        // The KB's vector index: a qdrant-edge shard under the data directory.
+        // The KB's vector index: a qdrant-edge shard under the data
+        // directory, or a Qdrant server (`vector.engine`).
         let dims = inference::Registry::builtin()
             .get(&settings.model.name)
             .map(|s| s.dims)
             .context("the configured model")?;
-        let path = settings.data_dir.join("vectors").join("edge");
-        let index = crate::vector::edge::EdgeIndex::open(&path, dims)
-            .with_context(|| format!("open the vector index in {}", path.display()))?;
-        let kb = Arc::new(ai::kb::KbService::new(
-            Arc::new(index),
-            &settings.data_dir.join("kb"),
-        ));
+        let index = crate::vector::open_index(&settings, dims).context("open the vector index")?;
+        tracing::info!(engine = index.engine(), "vector index open");
+        let kb = Arc::new(ai::kb::KbService::new(index, &settings.data_dir.join("kb")));
         kb.spawn_optimizer(std::time::Duration::from_secs(10));
         state.set_kb(kb);
+        let core = core_state(&settings).await?;
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("bind {}", settings.server.bind))?;
         spawn_model_loader(state.clone());
-        let router = router(state.clone());
+        let router = router(state.clone(), core);
         Ok(Self {
             listener,
             router,
@@ -74,9 +73,32 @@ impl Application {
     }
 }
 
-pub fn router(state: AiState) -> Router {
+/// The core's database (migrated) and token signer.
+pub async fn core_state(settings: &Settings) -> anyhow::Result<CoreState> {
+    let url =
+        crate::ticketing::db::database_url(settings.database.url.as_deref(), &settings.data_dir);
+    let db = crate::ticketing::Db::connect(&url)
+        .await
+        .context("open the database")?;
+    tracing::info!(dialect = ?db.dialect, "database open");
+    let tokens = match &settings.auth.jwt_secret {
+        Some(secret) => crate::ticketing::auth::TokenSigner::new(
+            secret.clone().into_bytes(),
+            settings.auth.token_ttl_s,
+        ),
+        None => crate::ticketing::auth::TokenSigner::from_file(
+            &settings.data_dir.join("jwt-secret"),
+            settings.auth.token_ttl_s,
+        )
+        .context("the login-token secret")?,
+    };
+    Ok(CoreState { db, tokens })
+}
+
+pub fn router(state: AiState, core: CoreState) -> Router {
     let limit = state.settings.server.max_body_bytes;
     ai::router(state.clone())
+        .merge(crate::ticketing::router(core))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())

@@ -75,8 +75,6 @@ pub struct KbService {
     dir: PathBuf,
     manifests: Mutex<BTreeMap<String, BTreeMap<String, ArticleRecord>>>,
     pub chunking: ChunkConfig,
-    /// Suggestions below this cosine are left out.
-    pub suggest_threshold: f32,
     /// Set by every write; the optimizer thread builds the index when set.
     dirty: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -91,7 +89,6 @@ impl KbService {
             dir: dir.to_path_buf(),
             manifests: Mutex::default(),
             chunking: ChunkConfig::default(),
-            suggest_threshold: 0.35,
             dirty: Arc::default(),
         }
     }
@@ -520,6 +517,23 @@ async fn dense_search(
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
+async fn hybrid_search(
+    state: &AiState,
+    query: &str,
+    filter: SearchFilter,
+    k: usize,
+) -> Result<Vec<Hit>, ApiError> {
+    let kb = state.kb()?;
+    let (mut v, _) = embed_texts(state, vec![query.to_string()], true, true).await?;
+    let vector = v.pop().unwrap_or_default();
+    let index = kb.index.clone();
+    let q = query.to_string();
+    tokio::task::spawn_blocking(move || index.hybrid(&vector, &q, &filter, k))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
 async fn text_search(
     state: &AiState,
     query: &str,
@@ -571,13 +585,7 @@ async fn search(
     let hits = match mode {
         "dense" => dense_search(&state, &p.q, filter, p.k).await?,
         "bm25" => text_search(&state, &p.q, filter, p.k).await?,
-        _ => {
-            // Reciprocal rank fusion of both lists, each deeper than k.
-            let depth = (p.k * 5).max(50);
-            let dense = dense_search(&state, &p.q, filter.clone(), depth).await?;
-            let words = text_search(&state, &p.q, filter, depth).await?;
-            crate::vector::reciprocal_rank_fusion(&[dense, words], 60.0, p.k)
-        }
+        _ => hybrid_search(&state, &p.q, filter, p.k).await?,
     };
     Ok(ApiJson(SearchResponse {
         mode,
@@ -617,7 +625,7 @@ async fn suggest(
     if !(1..=20).contains(&req.k) {
         return Err(ApiError::validation("k must be within 1 and 20"));
     }
-    let threshold = state.kb()?.suggest_threshold;
+    let threshold = state.tenant_settings(&tenant.0)?.suggest_threshold;
     let filter = SearchFilter {
         source: Some(Source::Kb),
         visibility: if req.public_only {

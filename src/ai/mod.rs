@@ -11,6 +11,7 @@ pub mod ops;
 pub mod similar;
 pub mod state;
 pub mod tenant;
+pub mod tenant_settings;
 pub mod urgency;
 
 use axum::Router;
@@ -24,6 +25,7 @@ pub fn router(state: AiState) -> Router {
         .merge(classify::router())
         .merge(kb::router())
         .merge(similar::router())
+        .merge(tenant_settings::router())
         .merge(ops::router())
         .merge(openapi::router())
         .with_state(state)

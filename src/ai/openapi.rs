@@ -151,7 +151,7 @@ pub fn document() -> Value {
                     { "name": "language", "in": "query", "schema": { "type": "string" } }],
                 "responses": { "200": { "description": "results: article_id, title, chunk, passage, snippet, score, visibility, tags" },
                     "422": error_response("Empty q, bad k or mode") } } },
-            "/v1/kb/suggest": { "post": { "summary": "The best passage of each of the top k articles for a ticket (subject + body), above the threshold",
+            "/v1/kb/suggest": { "post": { "summary": "The best passage of each of the top k articles for a ticket (subject + body), above the tenant's suggest_threshold",
                 "parameters": [tenant.clone()],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": {
                     "type": "object", "properties": { "subject": { "type": "string" }, "body": { "type": "string" },
@@ -159,15 +159,29 @@ pub fn document() -> Value {
                 "responses": with(json!({ "description": "results, as search" })) } },
             "/v1/tickets/index": { "post": { "summary": "Index a ticket (upsert by id) for similar-ticket search: subject, body, status, resolution, created_at",
                 "parameters": [tenant.clone()],
-                "responses": { "200": { "description": "Indexed: {id, incident}; incident lists the tickets when this one makes 3 or more near-identical tickets (cosine ≥ 0.75) within 30 minutes" }, "422": error_response("Bad id, empty text") } } },
-            "/v1/tickets/similar": { "post": { "summary": "The nearest earlier tickets (with their resolution when solved) and a duplicate flag (cosine ≥ 0.9 within 72 h)",
+                "responses": { "200": { "description": "Indexed: {id, incident}; incident lists the tickets when this one completes a cluster of mutual near-neighbours (tenant settings; by default 3 tickets, every pair at cosine ≥ 0.75, within 30 minutes)" }, "422": error_response("Bad id, empty text") } } },
+            "/v1/tickets/similar": { "post": { "summary": "The nearest earlier tickets (with their resolution when solved) and a duplicate flag (tenant settings; by default cosine ≥ 0.9 within 72 h)",
                 "parameters": [tenant.clone()],
                 "responses": with(json!({ "description": "results: id, subject, score, status, resolution, created_at, duplicate; duplicate_of" })) } },
+            "/v1/settings": {
+                "get": { "summary": "The tenant's thresholds (defaults until set)", "parameters": [tenant.clone()],
+                    "responses": { "200": { "description": "The settings", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantSettings" } } } } } },
+                "put": { "summary": "Replace the tenant's thresholds (fields left out take their defaults); they apply from the next request",
+                    "parameters": [tenant.clone()],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantSettings" } } } },
+                    "responses": with(json!({ "description": "The stored settings" })) } },
             "/v1/jobs/{id}": { "get": { "summary": "A training job: status, phase and progress, result (version, card, report) or error",
                 "parameters": [tenant.clone(), { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
                 "responses": { "200": { "description": "The job" }, "404": error_response("No such job for this tenant") } } }
         },
         "components": { "schemas": {
+            "TenantSettings": { "type": "object", "properties": {
+                "suggest_threshold": { "type": "number", "default": 0.35, "description": "KB suggestions below this cosine are left out" },
+                "duplicate_threshold": { "type": "number", "default": 0.9 },
+                "duplicate_window_hours": { "type": "integer", "default": 72, "minimum": 1, "maximum": 8760 },
+                "incident_min_tickets": { "type": "integer", "default": 3, "minimum": 2, "maximum": 50 },
+                "incident_window_minutes": { "type": "integer", "default": 30, "minimum": 1, "maximum": 1440 },
+                "incident_similarity": { "type": "number", "default": 0.75, "description": "Every pair of an incident's tickets at or above this cosine" } } },
             "Error": { "type": "object", "required": ["error", "code"], "properties": {
                 "error": { "type": "string" }, "code": { "type": "string" }, "error_type": { "type": "string" } } },
             "TeiRequest": { "type": "object", "required": ["inputs"], "properties": {

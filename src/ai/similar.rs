@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::embed::embed_texts;
 use super::tenant::Tenant;
+use super::tenant_settings::TenantSettings;
 use super::AiState;
 use crate::error::{ApiError, ApiJson};
 use crate::vector::{ChunkPayload, IndexPoint, SearchFilter, Source, TicketInfo, Visibility};
@@ -21,13 +22,6 @@ pub fn router() -> Router<AiState> {
         .route("/v1/tickets/index", post(index_ticket))
         .route("/v1/tickets/similar", post(similar))
 }
-
-/// An incident: at least `INCIDENT_MIN_TICKETS` tickets of a tenant within
-/// `INCIDENT_WINDOW_S`, each at cosine ≥ `INCIDENT_SIMILARITY` to the newest
-/// ("the VPN is down for everyone").
-pub const INCIDENT_MIN_TICKETS: usize = 3;
-pub const INCIDENT_WINDOW_S: i64 = 30 * 60;
-pub const INCIDENT_SIMILARITY: f32 = 0.75;
 
 #[derive(Debug, Serialize)]
 pub struct Incident {
@@ -43,11 +37,6 @@ pub struct IndexResponse {
     /// Set when this ticket completes a cluster of near-identical recent tickets.
     pub incident: Option<Incident>,
 }
-
-/// Above this cosine, within `DUPLICATE_WINDOW_S`, an earlier ticket is
-/// flagged as a probable duplicate.
-pub const DUPLICATE_THRESHOLD: f32 = 0.9;
-pub const DUPLICATE_WINDOW_S: i64 = 72 * 3600;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,10 +118,11 @@ async fn index_ticket(
     };
     let (id, at) = (t.id.clone(), point.payload.updated_at);
     let tenant_id = tenant.0.clone();
+    let settings = state.tenant_settings(&tenant.0)?;
     let incident = tokio::task::spawn_blocking(
         move || -> Result<Option<Incident>, crate::vector::IndexError> {
             kb.index.upsert(std::slice::from_ref(&point))?;
-            incident_for(kb.index.as_ref(), &tenant_id, &point, at)
+            incident_for(kb.index.as_ref(), &tenant_id, &point, at, &settings)
         },
     )
     .await
@@ -144,34 +134,56 @@ async fn index_ticket(
     Ok(ApiJson(IndexResponse { id, incident }))
 }
 
-/// The cluster the new ticket completes: the tenant's tickets of the last
-/// `INCIDENT_WINDOW_S` at cosine ≥ `INCIDENT_SIMILARITY` to it. (A star
-/// around the newest ticket; checking every pair is left for later.)
+/// The incident the new ticket completes, under the tenant's settings: at
+/// least `incident_min_tickets` tickets of the last `incident_window_minutes`
+/// (the new one among them) that are mutual near-neighbours, every pair at
+/// cosine ≥ `incident_similarity`. The candidates are the recent tickets
+/// close to the new one, nearest first; each joins the cluster when it is
+/// close to every member already in (a greedy clique: a ticket that is near
+/// the new one but far from the others does not make an incident).
 fn incident_for(
     index: &dyn crate::vector::VectorIndex,
     tenant: &str,
     point: &IndexPoint,
     at: i64,
+    settings: &TenantSettings,
 ) -> Result<Option<Incident>, crate::vector::IndexError> {
+    let window_s = settings.incident_window_minutes * 60;
+    let sim = settings.incident_similarity;
     let recent = SearchFilter {
         source: Some(Source::Ticket),
-        updated_since: Some(at - INCIDENT_WINDOW_S),
+        updated_since: Some(at - window_s),
         exclude_doc: Some(point.payload.doc_id.clone()),
         ..SearchFilter::tenant(tenant)
     };
-    let mut cluster = vec![point.payload.doc_id.clone()];
-    cluster.extend(
-        index
-            .search(&point.vector, &recent, 50)?
-            .into_iter()
-            .filter(|h| h.score >= INCIDENT_SIMILARITY && h.payload.updated_at <= at)
-            .map(|h| h.payload.doc_id),
-    );
-    Ok((cluster.len() >= INCIDENT_MIN_TICKETS).then_some(Incident {
-        tickets: cluster,
-        window_minutes: INCIDENT_WINDOW_S / 60,
-        min_similarity: INCIDENT_SIMILARITY,
-    }))
+    let candidates: Vec<_> = index
+        .search(&point.vector, &recent, 50)?
+        .into_iter()
+        .filter(|h| h.score >= sim && h.payload.updated_at <= at)
+        .collect();
+    if candidates.len() + 1 < settings.incident_min_tickets {
+        return Ok(None);
+    }
+    let ids: Vec<u64> = candidates.iter().map(|h| h.id).collect();
+    let stored: std::collections::HashMap<u64, Vec<f32>> =
+        index.vectors(tenant, &ids)?.into_iter().collect();
+    let cos = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
+    let mut members: Vec<&[f32]> = Vec::new();
+    let mut tickets = vec![point.payload.doc_id.clone()];
+    for h in &candidates {
+        let Some(v) = stored.get(&h.id) else { continue };
+        if members.iter().all(|m| cos(m, v) >= sim) {
+            members.push(v);
+            tickets.push(h.payload.doc_id.clone());
+        }
+    }
+    Ok(
+        (tickets.len() >= settings.incident_min_tickets).then_some(Incident {
+            tickets,
+            window_minutes: settings.incident_window_minutes,
+            min_similarity: sim,
+        }),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,7 +214,7 @@ pub struct SimilarTicket {
     pub status: Option<String>,
     pub resolution: Option<String>,
     pub created_at: i64,
-    /// Very close (≥ `DUPLICATE_THRESHOLD`) and within the window.
+    /// Very close (≥ the tenant's `duplicate_threshold`) and within its window.
     pub duplicate: bool,
 }
 
@@ -226,6 +238,7 @@ async fn similar(
         return Err(ApiError::validation("k must be within 1 and 50"));
     }
     let kb = state.kb()?.clone();
+    let settings = state.tenant_settings(&tenant.0)?;
     let (mut v, _) = embed_texts(&state, vec![content], true, true).await?;
     let vector = v.pop().unwrap_or_default();
     let filter = SearchFilter {
@@ -244,8 +257,8 @@ async fn similar(
         .map(|h| {
             let p = h.payload;
             SimilarTicket {
-                duplicate: h.score >= DUPLICATE_THRESHOLD
-                    && (at - p.updated_at).abs() <= DUPLICATE_WINDOW_S,
+                duplicate: h.score >= settings.duplicate_threshold
+                    && (at - p.updated_at).abs() <= settings.duplicate_window_hours * 3600,
                 id: p.doc_id,
                 subject: p.title,
                 score: h.score,
@@ -260,4 +273,86 @@ async fn similar(
         results,
         duplicate_of,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vector::exact::ExactIndex;
+    use crate::vector::VectorIndex;
+
+    fn ticket(tenant: &str, id: &str, degrees: f32, at: i64) -> IndexPoint {
+        let r = degrees.to_radians();
+        IndexPoint {
+            vector: vec![r.cos(), r.sin(), 0.0],
+            payload: ChunkPayload {
+                tenant: tenant.into(),
+                source: Source::Ticket,
+                doc_id: id.into(),
+                chunk: 0,
+                title: id.into(),
+                text: id.into(),
+                language: "en".into(),
+                visibility: Visibility::Internal,
+                tags: vec![],
+                updated_at: at,
+                hash: String::new(),
+                ticket: None,
+            },
+        }
+    }
+
+    /// `new` is indexed last at time 1000; the others before it.
+    fn incident(
+        others: &[IndexPoint],
+        new: &IndexPoint,
+        s: &TenantSettings,
+    ) -> Option<Vec<String>> {
+        let index = ExactIndex::new(3);
+        index.upsert(others).unwrap();
+        index.upsert(std::slice::from_ref(new)).unwrap();
+        incident_for(&index, "acme", new, 1000, s)
+            .unwrap()
+            .map(|i| i.tickets)
+    }
+
+    #[test]
+    fn an_incident_needs_mutual_near_neighbours_within_the_window() {
+        let s = TenantSettings::default(); // 3 tickets, 30 minutes, cosine 0.75
+        let new = ticket("acme", "N", 0.0, 1000);
+        // Both 20° from the new one and 40° apart (cosine 0.77): mutual.
+        let mutual = [
+            ticket("acme", "A", 20.0, 900),
+            ticket("acme", "B", -20.0, 950),
+        ];
+        let got = incident(&mutual, &new, &s).expect("an incident");
+        assert_eq!(got[0], "N");
+        assert_eq!(got.len(), 3);
+
+        // Both 40° from the new one (cosine 0.77) but 80° apart: a star, not a cluster.
+        let star = [
+            ticket("acme", "A", 40.0, 900),
+            ticket("acme", "B", -40.0, 950),
+        ];
+        assert_eq!(incident(&star, &new, &s), None);
+
+        // One of them older than the window, or another tenant's: no incident.
+        let old = [
+            ticket("acme", "A", 20.0, 1000 - 31 * 60),
+            ticket("acme", "B", -20.0, 950),
+        ];
+        assert_eq!(incident(&old, &new, &s), None);
+        let foreign = [
+            ticket("globex", "A", 20.0, 900),
+            ticket("acme", "B", -20.0, 950),
+        ];
+        assert_eq!(incident(&foreign, &new, &s), None);
+
+        // The tenant's settings decide: two tickets suffice when it says so.
+        let two = TenantSettings {
+            incident_min_tickets: 2,
+            ..TenantSettings::default()
+        };
+        assert_eq!(incident(&star[..1], &new, &two).map(|t| t.len()), Some(2));
+    }
 }

@@ -20,6 +20,8 @@ pub struct AiState {
     pub started: Instant,
     pub heads: Arc<Heads>,
     kb: Arc<OnceLock<Arc<super::kb::KbService>>>,
+    /// Each tenant's thresholds (suggestions, duplicates, incidents).
+    pub tenant_settings: Arc<super::tenant_settings::SettingsStore>,
 }
 
 impl AiState {
@@ -35,6 +37,9 @@ impl AiState {
                 crate::ml::cache_dir(&settings.data_dir),
             )),
             kb: Arc::default(),
+            tenant_settings: Arc::new(super::tenant_settings::SettingsStore::new(
+                &settings.data_dir,
+            )),
         }
     }
 
@@ -59,6 +64,16 @@ impl AiState {
 
     pub fn load_error(&self) -> Option<&str> {
         self.load_error.get().map(String::as_str)
+    }
+
+    /// The tenant's thresholds.
+    pub fn tenant_settings(
+        &self,
+        tenant: &str,
+    ) -> Result<super::tenant_settings::TenantSettings, ApiError> {
+        self.tenant_settings
+            .get(tenant)
+            .map_err(|e| ApiError::Internal(e.into()))
     }
 
     /// The encoder, or 503 while it loads (or after it failed to).

@@ -20,18 +20,49 @@ use qdrant_edge::{
 
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
 use qdrant_edge::{
-    CreateIndex, EdgeSparseVectorParams, FieldIndexOperations, Modifier, PayloadFieldSchema,
-    PayloadSchemaType, SearchParams, Vector, VectorInternal,
+    CreateIndex, EdgeSparseVectorParams, FieldIndexOperations, HnswIndexConfig, Modifier,
+    PayloadFieldSchema, PayloadSchemaType, QuantizationSearchParams, SearchParams, Vector,
+    VectorInternal,
 };
 
 use super::{ChunkPayload, Hit, IndexError, IndexPoint, SearchFilter, Source, VectorIndex};
 
 const VECTOR: &str = "dense";
 /// The HNSW search beam: 512 keeps recall@10 above 0.95 on random 384-d
-/// vectors (the hard case) at about 1.5 ms; Qdrant's default (100) gave 0.60.
+/// vectors at 10k points at about 1.5 ms; Qdrant's default (100) gave 0.60.
 pub const DEFAULT_HNSW_EF: usize = 512;
+/// Up to this many points pass a search's filter (one tenant's chunks, as a
+/// rule), the engine scans their int8 copies and rescores the best with the
+/// originals instead of walking the HNSW graph: exact up to int8 rounding
+/// (recall@10 ≈ 1.0), and within the 5 ms budget up to here (BENCHMARKS.md),
+/// where a graph misses half the true neighbours of uniform random vectors.
+pub const DEFAULT_EXACT_SCAN_MAX_POINTS: usize = 150_000;
+/// Candidates taken from the int8 scores per result, rescored with the originals.
+const OVERSAMPLING: f64 = 4.0;
 /// BM25 term weights as a sparse vector; the engine applies the IDF.
 const SPARSE: &str = "bm25";
+
+/// How a shard is built and searched.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// BM25's expected document length in words (KB chunks: about 150).
+    pub bm25_avg_len: f64,
+    /// The HNSW search beam.
+    pub hnsw_ef: usize,
+    /// Filtered searches over at most this many points scan instead of
+    /// walking the graph. Fixed when the shard is created.
+    pub exact_scan_max_points: usize,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            bm25_avg_len: 150.0,
+            hnsw_ef: DEFAULT_HNSW_EF,
+            exact_scan_max_points: DEFAULT_EXACT_SCAN_MAX_POINTS,
+        }
+    }
+}
 
 pub struct EdgeIndex {
     path: PathBuf,
@@ -140,13 +171,13 @@ fn filter(f: &SearchFilter) -> Result<Filter, IndexError> {
 
 impl EdgeIndex {
     /// Opens the shard in `path`, creating it (cosine, `dims`, BM25) when
-    /// absent; BM25 assumes KB-chunk-length documents (150 words on average).
+    /// absent, with the default options.
     pub fn open(path: &Path, dims: usize) -> Result<Self, IndexError> {
-        Self::open_with(path, dims, 150.0)
+        Self::open_with(path, dims, &EdgeOptions::default())
     }
 
-    /// As `open`, with BM25's expected document length in words.
-    pub fn open_with(path: &Path, dims: usize, bm25_avg_len: f64) -> Result<Self, IndexError> {
+    /// As `open`, with `options` (those fixed at creation apply to a new shard).
+    pub fn open_with(path: &Path, dims: usize, options: &EdgeOptions) -> Result<Self, IndexError> {
         std::fs::create_dir_all(path)?;
         // One process per shard: qdrant-edge does not guard against two.
         let lock = std::fs::OpenOptions::new()
@@ -171,6 +202,16 @@ impl EdgeIndex {
                 EdgeVectorParamsBuilder::new(dims, Distance::Cosine).build(),
             )
             .sparse_vector(SPARSE, sparse)
+            .hnsw_config(HnswIndexConfig {
+                m: 16,
+                ef_construct: 100,
+                // Qdrant counts this in KiB of vectors (f32 originals).
+                full_scan_threshold: options.exact_scan_max_points.saturating_mul(dims * 4) / 1024,
+                max_indexing_threads: 0,
+                on_disk: None,
+                payload_m: None,
+                inline_storage: None,
+            })
             // int8 copies of the vectors in RAM: half the HNSW build time and
             // search latency at the same recall (BENCHMARKS.md); originals rescore.
             .quantization_config(
@@ -181,7 +222,7 @@ impl EdgeIndex {
             )
             .build();
         let bm25 = EdgeBm25::new(EdgeBm25Config {
-            avg_len: ordered_float::NotNan::new(bm25_avg_len.max(1.0)).map_err(engine)?,
+            avg_len: ordered_float::NotNan::new(options.bm25_avg_len.max(1.0)).map_err(engine)?,
             ..Default::default()
         })
         .map_err(engine)?;
@@ -227,7 +268,7 @@ impl EdgeIndex {
             path: path.to_path_buf(),
             dims,
             bm25,
-            hnsw_ef: DEFAULT_HNSW_EF,
+            hnsw_ef: options.hnsw_ef.max(1),
             _lock: lock,
             shard: RwLock::new(ManuallyDrop::new(shard)),
         })
@@ -235,12 +276,6 @@ impl EdgeIndex {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Sets the HNSW search beam (default `DEFAULT_HNSW_EF`).
-    pub fn with_hnsw_ef(mut self, ef: usize) -> Self {
-        self.hnsw_ef = ef.max(1);
-        self
     }
 
     fn check(&self, v: &[f32]) -> Result<(), IndexError> {
@@ -279,6 +314,11 @@ impl EdgeIndex {
                 // A wider beam than the default: recall over speed.
                 params: Some(SearchParams {
                     hnsw_ef: Some(self.hnsw_ef.max(k)),
+                    quantization: Some(QuantizationSearchParams {
+                        ignore: false,
+                        rescore: Some(true),
+                        oversampling: Some(OVERSAMPLING),
+                    }),
                     ..Default::default()
                 }),
                 limit: k,
@@ -378,6 +418,36 @@ impl VectorIndex for EdgeIndex {
         self.nearest(VectorInternal::Sparse(q), SPARSE, f, k)
     }
 
+    fn vectors(&self, tenant: &str, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>, IndexError> {
+        let point_ids: Vec<PointId> = ids.iter().map(|&i| PointId::NumId(i)).collect();
+        let records = self
+            .read()
+            .retrieve(
+                &point_ids,
+                Some(WithPayloadInterface::Fields(vec![key("tenant")?])),
+                Some(WithVector::Selector(vec![VECTOR.into()])),
+            )
+            .map_err(engine)?;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let PointId::NumId(id) = r.id else { continue };
+            let owner = r
+                .payload
+                .as_ref()
+                .and_then(|p| p.0.get("tenant"))
+                .and_then(|t| t.as_str());
+            if owner != Some(tenant) {
+                continue;
+            }
+            if let Some(qdrant_edge::VectorStructInternal::Named(mut named)) = r.vector {
+                if let Some(VectorInternal::Dense(v)) = named.remove(VECTOR) {
+                    out.push((id, v));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn count(&self, f: &SearchFilter) -> Result<usize, IndexError> {
         self.read()
             .count(CountRequest {
@@ -394,10 +464,50 @@ impl VectorIndex for EdgeIndex {
 
     fn flush(&self) -> Result<(), IndexError> {
         let shard = self.shard.write().unwrap_or_else(|p| p.into_inner());
-        // The shard panics when flushing fails (e.g. a full disk): an error here.
-        std::panic::catch_unwind(AssertUnwindSafe(|| shard.flush()))
-            .map_err(|_| IndexError::Engine("flushing the vector index failed".into()))
+        flush_shard(&shard)
     }
+
+    /// Flushes, then copies the shard's folder to `dest` (which must not
+    /// exist) while holding the index alone: no write or optimization runs
+    /// during the copy (searches wait for it). `EdgeIndex::open(dest)` opens it.
+    fn snapshot(&self, dest: &Path) -> Result<String, IndexError> {
+        if dest.exists() {
+            return Err(IndexError::Engine(format!(
+                "{} exists: a snapshot goes to a new folder",
+                dest.display()
+            )));
+        }
+        let shard = self.shard.write().unwrap_or_else(|p| p.into_inner());
+        flush_shard(&shard)?;
+        let partial = dest.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        copy_tree(&self.path, &partial)?;
+        drop(shard);
+        std::fs::rename(&partial, dest)?;
+        Ok(dest.display().to_string())
+    }
+}
+
+fn flush_shard(shard: &EdgeShard) -> Result<(), IndexError> {
+    // The shard panics when flushing fails (e.g. a full disk): an error here.
+    std::panic::catch_unwind(AssertUnwindSafe(|| shard.flush()))
+        .map_err(|_| IndexError::Engine("flushing the vector index failed".into()))
+}
+
+/// Copies the files under `from` to `to`, leaving out the open index's lock.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() && entry.file_name() != ".lock" {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -416,6 +526,25 @@ mod tests {
         let index = EdgeIndex::open(&path, 3).unwrap();
         assert_eq!(index.count(&SearchFilter::tenant("acme")).unwrap(), 1);
         assert_eq!(index.count(&SearchFilter::tenant("globex")).unwrap(), 1);
+
+        // A snapshot taken while open opens as an index with the same points,
+        // and later writes to the original do not reach it.
+        let snap = dir.path().join("snap");
+        index.snapshot(&snap).unwrap();
+        assert!(
+            index.snapshot(&snap).is_err(),
+            "never over an existing folder"
+        );
+        index.delete_doc("acme", Source::Kb, "vpn").unwrap();
+        assert_eq!(index.count(&SearchFilter::tenant("acme")).unwrap(), 0);
+        {
+            let copy = EdgeIndex::open(&snap, 3).unwrap();
+            assert_eq!(copy.count(&SearchFilter::tenant("acme")).unwrap(), 1);
+            let hits = copy
+                .search(&[0.0, 1.0, 0.0], &SearchFilter::tenant("acme"), 5)
+                .unwrap();
+            assert_eq!(hits[0].payload.doc_id, "vpn");
+        }
         drop(index);
         assert!(matches!(
             EdgeIndex::open(&path, 4),

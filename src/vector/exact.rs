@@ -2,6 +2,7 @@
 //! approximate engines' recall is measured against; not persistent.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::RwLock;
 
 use super::{Hit, IndexError, IndexPoint, SearchFilter, Source, VectorIndex};
@@ -135,6 +136,16 @@ impl VectorIndex for ExactIndex {
         Ok(hits)
     }
 
+    fn vectors(&self, tenant: &str, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>, IndexError> {
+        let map = self.points.read().unwrap_or_else(|p| p.into_inner());
+        Ok(ids
+            .iter()
+            .filter_map(|id| map.get(id).map(|(v, p)| (id, v, p)))
+            .filter(|(_, _, p)| p.tenant == tenant)
+            .map(|(id, v, _)| (*id, v.clone()))
+            .collect())
+    }
+
     fn count(&self, filter: &SearchFilter) -> Result<usize, IndexError> {
         let map = self.points.read().unwrap_or_else(|p| p.into_inner());
         Ok(map.values().filter(|(_, p)| filter.matches(p)).count())
@@ -143,12 +154,65 @@ impl VectorIndex for ExactIndex {
     fn flush(&self) -> Result<(), IndexError> {
         Ok(())
     }
+
+    /// Writes every point as one JSON line to `dest` (a new file);
+    /// `ExactIndex::restore` reads it back.
+    fn snapshot(&self, dest: &Path) -> Result<String, IndexError> {
+        use std::io::Write;
+        let map = self.points.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dest)?,
+        );
+        for (v, p) in map.values() {
+            serde_json::to_writer(&mut out, &(v, p)).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(dest.display().to_string())
+    }
+}
+
+impl ExactIndex {
+    /// An index holding the points of a snapshot file.
+    pub fn restore(dims: usize, snapshot: &Path) -> Result<Self, IndexError> {
+        use std::io::BufRead;
+        let index = Self::new(dims);
+        let file = std::io::BufReader::new(std::fs::File::open(snapshot)?);
+        for line in file.lines() {
+            let (vector, payload): (Vec<f32>, super::ChunkPayload) =
+                serde_json::from_str(&line?).map_err(|e| IndexError::Engine(e.to_string()))?;
+            index.upsert(&[IndexPoint { vector, payload }])?;
+        }
+        Ok(index)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn passes_the_engine_suite() {
-        super::super::conformance::run(&super::ExactIndex::new(3));
+    fn passes_the_engine_suite_and_restores_a_snapshot() {
+        let index = ExactIndex::new(3);
+        super::super::conformance::run(&index);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("snap.jsonl");
+        index.snapshot(&file).unwrap();
+        assert!(
+            index.snapshot(&file).is_err(),
+            "never over an existing file"
+        );
+        let copy = ExactIndex::restore(3, &file).unwrap();
+        for tenant in ["acme", "globex"] {
+            let f = SearchFilter::tenant(tenant);
+            assert_eq!(copy.count(&f).unwrap(), index.count(&f).unwrap());
+            assert_eq!(
+                copy.search(&[0.0, 1.0, 0.0], &f, 5).unwrap(),
+                index.search(&[0.0, 1.0, 0.0], &f, 5).unwrap()
+            );
+        }
     }
 }

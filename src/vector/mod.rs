@@ -3,6 +3,8 @@
 //!
 //! - `edge`: qdrant-edge, Qdrant's engine in-process, stored under the data
 //!   directory (the embedded default).
+//! - `qdrant`: a Qdrant server or cluster through qdrant-client (`QDRANT_URL`),
+//!   one collection with a tenant-keyed payload index.
 //! - `exact`: brute force over every point, in memory: the reference that the
 //!   other engines' recall is measured against, and a fake for tests of
 //!   code above the index.
@@ -12,6 +14,9 @@
 
 pub mod edge;
 pub mod exact;
+pub mod qdrant;
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -174,6 +179,9 @@ pub trait VectorIndex: Send + Sync {
         filter: &SearchFilter,
         k: usize,
     ) -> Result<Vec<Hit>, IndexError>;
+    /// The stored vectors (unit length) of these points; ids that do not
+    /// exist or belong to another tenant are left out.
+    fn vectors(&self, tenant: &str, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>, IndexError>;
     /// Points that pass `filter`.
     fn count(&self, filter: &SearchFilter) -> Result<usize, IndexError>;
     /// Makes everything written so far durable.
@@ -183,6 +191,73 @@ pub trait VectorIndex: Send + Sync {
     fn optimize(&self) -> Result<bool, IndexError> {
         Ok(false)
     }
+    /// Dense and BM25 together: reciprocal rank fusion of the two lists,
+    /// each `hybrid_depth(k)` deep.
+    fn hybrid(
+        &self,
+        vector: &[f32],
+        query: &str,
+        filter: &SearchFilter,
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let depth = hybrid_depth(k);
+        let dense = self.search(vector, filter, depth)?;
+        let words = self.search_text(query, filter, depth)?;
+        Ok(reciprocal_rank_fusion(&[dense, words], RRF_K, k))
+    }
+    /// A consistent copy of the whole index, taken while it serves: for the
+    /// embedded engine a folder at `dest` that opens as an index; for a
+    /// server, a snapshot kept by the server (`dest` unused). Returns where
+    /// or what it is.
+    fn snapshot(&self, dest: &Path) -> Result<String, IndexError>;
+}
+
+/// The configured index: the embedded shard under `<data_dir>/vectors/edge`,
+/// or a Qdrant server's collection.
+pub fn open_index(
+    settings: &crate::config::Settings,
+    dims: usize,
+) -> Result<std::sync::Arc<dyn VectorIndex>, IndexError> {
+    let v = &settings.vector;
+    Ok(match v.engine {
+        crate::config::VectorEngine::Edge => {
+            let options = edge::EdgeOptions {
+                hnsw_ef: v.hnsw_ef,
+                exact_scan_max_points: v.exact_scan_max_points,
+                ..Default::default()
+            };
+            let path = settings.data_dir.join("vectors").join("edge");
+            std::sync::Arc::new(edge::EdgeIndex::open_with(&path, dims, &options)?)
+        }
+        crate::config::VectorEngine::Qdrant => {
+            let url = v
+                .qdrant_url
+                .clone()
+                .or_else(|| std::env::var("QDRANT_URL").ok())
+                .ok_or_else(|| {
+                    IndexError::Engine(
+                        "vector.engine is qdrant but neither vector.qdrant_url nor QDRANT_URL is set"
+                            .into(),
+                    )
+                })?;
+            let mut options = qdrant::QdrantOptions::new(&url, &v.qdrant_collection);
+            options.api_key = v
+                .qdrant_api_key
+                .clone()
+                .or_else(|| std::env::var("QDRANT_API_KEY").ok());
+            options.hnsw_ef = v.hnsw_ef as u64;
+            std::sync::Arc::new(qdrant::QdrantIndex::open(&options, dims)?)
+        }
+    })
+}
+
+/// The usual constant of reciprocal rank fusion.
+pub const RRF_K: f32 = 60.0;
+
+/// How deep each list goes before fusion: hits far down one list can still
+/// win on agreement.
+pub fn hybrid_depth(k: usize) -> usize {
+    (k * 5).max(50)
 }
 
 /// Reciprocal rank fusion of ranked lists: each hit scores Σ 1 / (k + rank),
@@ -308,6 +383,26 @@ pub(crate) mod conformance {
                 .len(),
             1
         );
+
+        // Stored vectors, by id, only the tenant's own.
+        let ids: Vec<u64> = points.iter().map(IndexPoint::id).collect();
+        let got = index.vectors("acme", &ids).unwrap();
+        assert_eq!(got.len(), 3, "the globex point is left out");
+        for (id, v) in &got {
+            let p = points.iter().find(|p| p.id() == *id).unwrap();
+            let cos: f32 = v.iter().zip(&p.vector).map(|(a, b)| a * b).sum();
+            assert!((cos - 1.0).abs() < 1e-4, "{cos}");
+        }
+        assert!(index.vectors("acme", &[12345]).unwrap().is_empty());
+
+        // Hybrid: the dense list favours the printer, the word "vpn" only the
+        // vpn chunk; fused, the chunk both lists hold wins.
+        let h = index
+            .hybrid(&unit(&[1.0, 0.0, 0.0]), "vpn", &acme, 10)
+            .unwrap();
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert_eq!(h[0].payload.doc_id, "vpn");
+        assert!(h.iter().all(|x| x.payload.tenant == "acme"));
 
         // Upserting the same chunk replaces it; deleting a document removes its chunks only.
         let mut moved = points[0].clone();

@@ -104,6 +104,70 @@ async fn articles_are_found_by_meaning_with_snippets_and_filters() {
     dedup.sort_unstable();
     dedup.dedup();
     assert_eq!(dedup.len(), ids.len(), "one passage per article: {ids:?}");
+
+    // The tenant's threshold decides what is suggested: raised above every
+    // score, nothing is; a bad value is refused and changes nothing; another
+    // tenant keeps its own.
+    let put = async |tenant: &'static str, body: Value| {
+        app.client
+            .put(format!("{}/v1/settings", app.address))
+            .header("x-tenant-id", tenant)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let defaults: Value = app
+        .get_as("acme", "/v1/settings")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(defaults["suggest_threshold"], 0.35, "{defaults}");
+    let top = s["results"][0]["score"].as_f64().unwrap();
+    let r = put("acme", json!({ "suggest_threshold": top + 0.01 })).await;
+    assert_eq!(r.status(), 200);
+    let bad = put("acme", json!({ "suggest_threshold": 3.0 })).await;
+    assert_eq!(bad.status(), 422);
+    let bad: Value = bad.json().await.unwrap();
+    assert!(
+        bad["error"].as_str().unwrap().contains("suggest_threshold"),
+        "{bad}"
+    );
+    let unknown = put("acme", json!({ "suggest_treshold": 0.5 })).await;
+    assert_eq!(unknown.status(), 422, "unknown fields are refused");
+    let now: Value = app
+        .get_as("acme", "/v1/settings")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        (now["suggest_threshold"].as_f64().unwrap() - (top + 0.01)).abs() < 1e-6,
+        "{now}"
+    );
+    assert_eq!(
+        now["incident_min_tickets"], 3,
+        "fields left out take their defaults"
+    );
+    let other: Value = app
+        .get_as("globex", "/v1/settings")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other, defaults);
+    let r: Value = app
+        .post_as(
+            "acme",
+            "/v1/kb/suggest",
+            &json!({ "subject": "VPN 809", "body": "cannot connect from home", "k": 3 }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["results"].as_array().unwrap().len(), 0, "{r}");
 }
 
 #[tokio::test]
@@ -269,6 +333,41 @@ async fn kb_import_indexes_a_folder_and_the_service_serves_it() {
     );
     let again: Value = serde_json::from_slice(&import().stdout).unwrap();
     assert_eq!(again["unchanged"], 2, "{again}");
+
+    // `kb snapshot DEST`: a copy that opens as an index with the same chunks;
+    // never over an existing folder.
+    let snap = data.path().join("snapshot-1");
+    let snapshot = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_helpdesk"))
+            .current_dir(crate::helpers::repo_path(""))
+            .env_remove("RUST_LOG")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["kb", "snapshot"])
+            .arg(&snap)
+            .output()
+            .unwrap()
+    };
+    let out = snapshot();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let taken: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(taken["engine"], "edge", "{taken}");
+    assert!(!snapshot().status.success());
+    let acme = helpdesk::vector::SearchFilter::tenant("acme");
+    let count = |path: &std::path::Path| {
+        use helpdesk::vector::VectorIndex;
+        helpdesk::vector::edge::EdgeIndex::open(path, 384)
+            .unwrap()
+            .count(&acme)
+            .unwrap()
+    };
+    let original = count(&data.path().join("vectors/edge"));
+    assert!(original >= 2);
+    assert_eq!(count(&snap), original);
 
     let mut settings = crate::helpers::test_settings();
     settings.data_dir = data.path().to_path_buf();

@@ -2,6 +2,7 @@
 mod branch;
 mod classify_api;
 mod cli;
+mod core_api;
 mod embed_api;
 mod encoder;
 mod heads;

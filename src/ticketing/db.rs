@@ -1,0 +1,171 @@
+//! The core's database: SQLite (a file under the data directory, WAL) by
+//! default, PostgreSQL when the URL says `postgres://`. One code path for
+//! both through sqlx's `Any` driver: queries are written in the SQL both
+//! understand (`$N` placeholders, `RETURNING`, integers and text only —
+//! times are Unix seconds, flags 0/1), and each dialect has its own
+//! migrations folder for the DDL that differs (identity columns).
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub dialect: Dialect,
+}
+
+/// (version, description, SQLite DDL, PostgreSQL DDL).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "core",
+    include_str!("../../migrations/sqlite/0001_core.sql"),
+    include_str!("../../migrations/postgres/0001_core.sql"),
+)];
+
+/// The database URL: `url` when set, else `DATABASE_URL`, else a SQLite file
+/// under the data directory.
+pub fn database_url(url: Option<&str>, data_dir: &Path) -> String {
+    url.map(str::to_string)
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("helpdesk.db").display()
+            )
+        })
+}
+
+impl Db {
+    /// Connects (creating a SQLite file when absent) and brings the schema
+    /// up to date.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            anyhow::bail!("database URL must start with sqlite: or postgres://");
+        };
+        if dialect == Dialect::Sqlite {
+            if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(Path::to_path_buf)) {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        options = match dialect {
+            // One writer at a time is SQLite's rule; WAL lets readers go on
+            // beside it, and the busy timeout queues writers instead of failing.
+            Dialect::Sqlite => options.max_connections(8).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+                        .await?;
+                    Ok(())
+                })
+            }),
+            Dialect::Postgres => options.max_connections(16),
+        };
+        let pool = options.connect(url).await?;
+        let db = Self { pool, dialect };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Applies the migrations not yet applied (idempotent).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrations: Vec<Migration> = MIGRATIONS
+            .iter()
+            .map(|&(version, name, sqlite, postgres)| {
+                let sql = match self.dialect {
+                    Dialect::Sqlite => sqlite,
+                    Dialect::Postgres => postgres,
+                };
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator {
+            migrations: Cow::Owned(migrations),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.into())
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A database error as an HTTP error: a unique-key clash is a 409, a broken
+/// reference a 422, anything else a 500 (logged, opaque to the caller).
+pub fn db_error(e: sqlx::Error) -> ApiError {
+    if let Some(d) = e.as_database_error() {
+        if d.is_unique_violation() {
+            return ApiError::Conflict("already exists".into());
+        }
+        if d.is_foreign_key_violation() {
+            return ApiError::validation("refers to something that does not exist");
+        }
+    }
+    ApiError::Internal(e.into())
+}
+
+/// Records who did what to which object, with its state before and after
+/// (JSON), in the caller's transaction.
+pub async fn audit<'e, E>(
+    executor: E,
+    tenant_id: &str,
+    actor: &str,
+    action: &str,
+    object: &str,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> Result<(), sqlx::Error>
+where
+    E: Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, actor, action, object, before, after, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(tenant_id)
+    .bind(actor)
+    .bind(action)
+    .bind(object)
+    .bind(before.map(|v| v.to_string()))
+    .bind(after.map(|v| v.to_string()))
+    .bind(now())
+    .execute(executor)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The ticketing core: tenants, users, teams, tickets and comments under
+//! `/api/v1`, on SQLite or PostgreSQL (`db`), authenticated by API keys and
+//! login tokens (`auth`). Creating a ticket writes its triage job to the
+//! outbox in the same transaction.
+
+pub mod auth;
+pub mod db;
+pub mod directory;
+pub mod tickets;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use auth::{Principal, Role};
+pub use db::Db;
+
+#[derive(Clone)]
+pub struct CoreState {
+    pub db: Db,
+    pub tokens: auth::TokenSigner,
+}
+
+/// Every core route, ready to be merged into the application router.
+pub fn router(state: CoreState) -> Router {
+    Router::new()
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/me", get(directory::me))
+        .route(
+            "/api/v1/users",
+            get(directory::list_users).post(directory::create_user),
+        )
+        .route(
+            "/api/v1/teams",
+            get(directory::list_teams).post(directory::create_team),
+        )
+        .route("/api/v1/api-keys", post(directory::create_key))
+        .route("/api/v1/tickets", get(tickets::list).post(tickets::create))
+        .route(
+            "/api/v1/tickets/{id}",
+            get(tickets::read).patch(tickets::update),
+        )
+        .route(
+            "/api/v1/tickets/{id}/comments",
+            get(tickets::list_comments).post(tickets::add_comment),
+        )
+        .with_state(state)
+}
+
+/// A new random id (UUID v4 text).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,768 @@
+//! The ticketing core over HTTP, every test on SQLite and on PostgreSQL
+//! (a fresh database per test; PostgreSQL from `TEST_POSTGRES_URL`, default
+//! the local server, which must be running: the test fails, never skips).
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use helpdesk::ticketing::db::Db;
+use helpdesk::ticketing::directory::{create_tenant, CreatedTenant};
+
+use crate::helpers::{spawn_app_with, test_settings, TestApp};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A PostgreSQL database made for one test and dropped after it (also when
+/// the test fails).
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        let admin_url = std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("hd_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::any::install_default_drivers();
+        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {admin_url} is needed by this test (start it: see README): {e}"
+                )
+            });
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create the test database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        Self {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Its own thread and runtime: drop may run inside a test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await {
+                    let _ = sqlx::Executor::execute(
+                        &mut c,
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                    )
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct CoreApp {
+    pub app: TestApp,
+    pub db: Db,
+    pub acme: CreatedTenant,
+    pub globex: CreatedTenant,
+    _pg: Option<PgDatabase>,
+}
+
+pub async fn spawn_core(backend: Backend) -> CoreApp {
+    let data = crate::helpers::data_dir();
+    let mut settings = test_settings();
+    settings.data_dir = data.path().to_path_buf();
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgDatabase::create().await),
+    };
+    let url = match &pg {
+        Some(pg) => pg.url.clone(),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            data.path().join("helpdesk.db").display()
+        ),
+    };
+    settings.database.url = Some(url.clone());
+    let mut app = spawn_app_with(settings, false).await;
+    app._data = Some(data);
+    let db = Db::connect(&url).await.expect("connect");
+    let acme = create_tenant(&db, "acme", "admin@acme.test", "acme-admin-pw")
+        .await
+        .unwrap();
+    let globex = create_tenant(&db, "globex", "admin@globex.test", "globex-admin-pw")
+        .await
+        .unwrap();
+    CoreApp {
+        app,
+        db,
+        acme,
+        globex,
+        _pg: pg,
+    }
+}
+
+impl CoreApp {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{}", self.app.address, path);
+        let mut req = self
+            .app
+            .client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(bearer);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, body)
+    }
+
+    pub async fn login(&self, tenant: &str, email: &str, password: &str) -> (StatusCode, Value) {
+        let r = self
+            .app
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({ "tenant": tenant, "email": email, "password": password }),
+            )
+            .await;
+        (r.status(), r.json().await.unwrap())
+    }
+
+    /// A user of the tenant (created by its admin key) and their login token.
+    pub async fn user(&self, t: &CreatedTenant, email: &str, role: &str) -> (String, String) {
+        let (s, u) = self
+            .call(
+                "POST",
+                "/api/v1/users",
+                &t.api_key,
+                Some(json!({ "email": email, "name": email, "role": role, "password": "password-123" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{u}");
+        let (s, login) = self.login(&t.name, email, "password-123").await;
+        assert_eq!(s, StatusCode::OK, "{login}");
+        (
+            u["id"].as_str().unwrap().to_string(),
+            login["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let row = sqlx::query(sql).fetch_one(&self.db.pool).await.unwrap();
+        sqlx::Row::try_get(&row, 0).unwrap()
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    a_ticket_goes_from_customer_to_agent_with_its_outbox_job_audit_and_labels,
+    another_tenants_objects_are_404_everywhere,
+    credentials_roles_and_bad_input_are_refused_without_changes,
+    tickets_page_newest_first_with_filters,
+);
+
+async fn a_ticket_goes_from_customer_to_agent_with_its_outbox_job_audit_and_labels(b: Backend) {
+    let c = spawn_core(b).await;
+    let (_, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let (customer_id, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+    let (_, other_customer) = c.user(&c.acme, "dave@acme.test", "customer").await;
+    let (s, me) = c.call("GET", "/api/v1/me", &customer, None).await;
+    assert_eq!((s, me["role"].as_str()), (StatusCode::OK, Some("customer")));
+
+    let (s, team) = c
+        .call(
+            "POST",
+            "/api/v1/teams",
+            &c.acme.api_key,
+            Some(json!({ "name": "Network" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{team}");
+    let team_id = team["id"].as_i64().unwrap();
+
+    // The customer opens a ticket: it is theirs, new, with an SLA and a pending triage job.
+    let (s, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "VPN drops every 10 minutes", "body": "Since this morning.", "priority": "high", "channel": "web" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let id = t["id"].as_i64().unwrap();
+    assert_eq!(t["requester_id"], customer_id.as_str());
+    assert_eq!(t["status"], "new");
+    assert_eq!(
+        t["sla_due"].as_i64().unwrap() - t["created_at"].as_i64().unwrap(),
+        24 * 3600
+    );
+    assert_eq!(
+        c.count(&format!("SELECT COUNT(*) FROM outbox WHERE kind = 'triage' AND idempotency_key = 'triage:{id}' AND status = 'pending'")).await,
+        1
+    );
+    let (s, read) = c
+        .call("GET", &format!("/api/v1/tickets/{id}"), &customer, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(read["triage"]["status"], "pending", "{read}");
+
+    // Another customer of the same tenant does not see it; the agent does.
+    let (s, _) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}"),
+            &other_customer,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, page) = c
+        .call("GET", "/api/v1/tickets", &other_customer, None)
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 0, "{page}");
+    let (_, page) = c.call("GET", "/api/v1/tickets", &agent, None).await;
+    assert_eq!(page["items"][0]["id"], id);
+
+    // The agent routes it; the changes become labels and an audit entry.
+    let (s, routed) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/tickets/{id}"),
+            &agent,
+            Some(json!({ "category": "network", "team_id": team_id, "priority": "urgent", "status": "open" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{routed}");
+    assert_eq!(
+        (routed["team_id"].as_i64(), routed["category"].as_str()),
+        (Some(team_id), Some("network"))
+    );
+    assert_eq!(
+        c.count(&format!("SELECT COUNT(*) FROM labels WHERE ticket_id = {id} AND task IN ('category', 'team', 'priority')")).await,
+        3
+    );
+    assert_eq!(
+        c.count(&format!("SELECT COUNT(*) FROM audit_log WHERE action = 'ticket.update' AND object = 'ticket:{id}'")).await,
+        1
+    );
+    // null clears; a customer may not re-route their own ticket.
+    let (s, cleared) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/tickets/{id}"),
+            &agent,
+            Some(json!({ "category": null })),
+        )
+        .await;
+    assert_eq!(
+        (s, cleared["category"].clone()),
+        (StatusCode::OK, Value::Null)
+    );
+    assert_eq!(cleared["team_id"], team_id, "fields left out are unchanged");
+    let (s, _) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/tickets/{id}"),
+            &customer,
+            Some(json!({ "priority": "low" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Comments: an internal note is hidden from the customer.
+    for (who, body) in [
+        (
+            &agent,
+            json!({ "body": "Checking the VPN gateway logs", "public": false }),
+        ),
+        (&agent, json!({ "body": "Please update your VPN client." })),
+        (&customer, json!({ "body": "Updated, works now." })),
+    ] {
+        let (s, r) = c
+            .call(
+                "POST",
+                &format!("/api/v1/tickets/{id}/comments"),
+                who,
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+    }
+    let (s, _) = c
+        .call(
+            "POST",
+            &format!("/api/v1/tickets/{id}/comments"),
+            &customer,
+            Some(json!({ "body": "x", "public": false })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, staff_view) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/comments"),
+            &agent,
+            None,
+        )
+        .await;
+    let (_, customer_view) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/comments"),
+            &customer,
+            None,
+        )
+        .await;
+    assert_eq!(staff_view["items"].as_array().unwrap().len(), 3);
+    let seen: Vec<&str> = customer_view["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        ["Please update your VPN client.", "Updated, works now."]
+    );
+}
+
+async fn another_tenants_objects_are_404_everywhere(b: Backend) {
+    let c = spawn_core(b).await;
+    let (_, acme_agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let (globex_agent_id, globex_agent) = c.user(&c.globex, "agent@globex.test", "agent").await;
+    let (s, team) = c
+        .call(
+            "POST",
+            "/api/v1/teams",
+            &c.globex.api_key,
+            Some(json!({ "name": "Globex ops" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let globex_team = team["id"].as_i64().unwrap();
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &globex_agent,
+            Some(json!({ "subject": "Globex secret" })),
+        )
+        .await;
+    let id = t["id"].as_i64().unwrap();
+    let before = c.count("SELECT COUNT(*) FROM audit_log").await;
+
+    // Every way in from acme, with a token and with acme's admin key: 404.
+    for who in [&acme_agent, &c.acme.api_key] {
+        for (method, path, body) in [
+            ("GET", format!("/api/v1/tickets/{id}"), None),
+            (
+                "PATCH",
+                format!("/api/v1/tickets/{id}"),
+                Some(json!({ "status": "closed" })),
+            ),
+            ("GET", format!("/api/v1/tickets/{id}/comments"), None),
+            (
+                "POST",
+                format!("/api/v1/tickets/{id}/comments"),
+                Some(json!({ "body": "hi" })),
+            ),
+        ] {
+            let (s, r) = c.call(method, &path, who, body).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {r}");
+            assert_eq!(r["code"], "not_found");
+        }
+        // Lists hold only acme's objects.
+        for path in ["/api/v1/tickets", "/api/v1/teams", "/api/v1/users"] {
+            let (s, r) = c.call("GET", path, who, None).await;
+            assert_eq!(s, StatusCode::OK);
+            let text = r.to_string();
+            assert!(
+                !text.contains("Globex") && !text.contains("globex"),
+                "{path}: {r}"
+            );
+        }
+        let (_, r) = c
+            .call(
+                "GET",
+                &format!("/api/v1/tickets?requester_id={globex_agent_id}"),
+                who,
+                None,
+            )
+            .await;
+        assert_eq!(r["items"].as_array().unwrap().len(), 0);
+        // Another tenant's team or agent cannot be referenced.
+        let (s, _) = c
+            .call(
+                "POST",
+                "/api/v1/tickets",
+                who,
+                Some(json!({ "subject": "x", "team_id": globex_team })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        let (s, _) = c
+            .call(
+                "POST",
+                "/api/v1/tickets",
+                who,
+                Some(json!({ "subject": "x", "assignee_id": globex_agent_id })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // Logging in to globex with acme's credentials fails.
+    let (s, _) = c.login("globex", "agent@acme.test", "password-123").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Nothing of globex changed.
+    let (_, still) = c
+        .call("GET", &format!("/api/v1/tickets/{id}"), &globex_agent, None)
+        .await;
+    assert_eq!(still["status"], "new");
+    assert_eq!(c.count("SELECT COUNT(*) FROM audit_log").await, before);
+    assert_eq!(
+        c.count(&format!(
+            "SELECT COUNT(*) FROM comments WHERE ticket_id = {id}"
+        ))
+        .await,
+        0
+    );
+}
+
+async fn credentials_roles_and_bad_input_are_refused_without_changes(b: Backend) {
+    let c = spawn_core(b).await;
+    let (_, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+
+    // No, malformed, unknown, tampered credentials: 401 with a JSON error.
+    let r = c.app.get("/api/v1/tickets").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    for bad in ["hd_not-a-key", "not.a.jwt", &format!("{agent}x")] {
+        let (s, r) = c.call("GET", "/api/v1/tickets", bad, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(r["code"], "unauthorized");
+    }
+    let (s, _) = c.login("acme", "agent@acme.test", "wrong-password").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = c.login("nope", "agent@acme.test", "password-123").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Roles: customers see no directory; agents create no users or teams.
+    let (s, _) = c.call("GET", "/api/v1/users", &customer, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = c
+        .call("POST", "/api/v1/users", &agent, Some(json!({ "email": "x@acme.test", "name": "x", "role": "admin", "password": "password-123" })))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/teams",
+            &agent,
+            Some(json!({ "name": "t" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "x", "category": "billing" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Bad input: 4xx, JSON, and nothing written.
+    let tickets = c.count("SELECT COUNT(*) FROM tickets").await;
+    let users = c.count("SELECT COUNT(*) FROM users").await;
+    for body in [
+        json!({ "subject": "" }),
+        json!({ "subject": "x", "priority": "whenever" }),
+        json!({ "subject": "x", "channel": "pigeon" }),
+        json!({ "subject": "x", "tags": vec!["a"; 21] }),
+        json!({ "subject": "x", "unknown": 1 }),
+        json!({ "subject": 5 }),
+    ] {
+        let (s, r) = c
+            .call("POST", "/api/v1/tickets", &agent, Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r}");
+        assert!(r["error"].is_string());
+    }
+    let r = c
+        .app
+        .client
+        .post(format!("{}/api/v1/tickets", c.app.address))
+        .bearer_auth(&agent)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    for body in [
+        json!({ "email": "not-an-email", "name": "x", "role": "agent", "password": "password-123" }),
+        json!({ "email": "y@acme.test", "name": "x", "role": "agent", "password": "short" }),
+        json!({ "email": "y@acme.test", "name": "x", "role": "root", "password": "password-123" }),
+    ] {
+        let (s, _) = c
+            .call("POST", "/api/v1/users", &c.acme.api_key, Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    let (s, _) = c
+        .call("POST", "/api/v1/users", &c.acme.api_key, Some(json!({ "email": "AGENT@acme.test", "name": "x", "role": "agent", "password": "password-123" })))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "e-mails are unique per tenant, case-insensitively"
+    );
+    let (s, r) = c.call("GET", "/api/v1/tickets/abc", &agent, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{r}");
+    let (s, _) = c
+        .call("GET", "/api/v1/tickets?limit=1000", &agent, None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(c.count("SELECT COUNT(*) FROM tickets").await, tickets);
+    assert_eq!(c.count("SELECT COUNT(*) FROM users").await, users);
+    assert_eq!(c.count("SELECT COUNT(*) FROM outbox").await, 0);
+
+    // A scoped key made by the admin works; a revoked one would not exist in the lookup.
+    let (s, k) = c
+        .call(
+            "POST",
+            "/api/v1/api-keys",
+            &c.acme.api_key,
+            Some(json!({ "name": "ai", "scopes": ["ai-callback"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let (s, me) = c
+        .call("GET", "/api/v1/me", k["api_key"].as_str().unwrap(), None)
+        .await;
+    assert_eq!((s, me["role"].as_str()), (StatusCode::OK, Some("admin")));
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/api-keys",
+            &c.acme.api_key,
+            Some(json!({ "name": "x", "scopes": ["root"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Keys are stored hashed: the database never holds one in clear.
+    let stored = c
+        .count(&format!(
+            "SELECT COUNT(*) FROM api_keys WHERE key_hash = '{}'",
+            c.acme.api_key
+        ))
+        .await;
+    assert_eq!(stored, 0);
+}
+
+async fn tickets_page_newest_first_with_filters(b: Backend) {
+    let c = spawn_core(b).await;
+    let (_, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let priority = if i % 2 == 0 { "high" } else { "low" };
+        let (s, t) = c
+            .call(
+                "POST",
+                "/api/v1/tickets",
+                &agent,
+                Some(json!({ "subject": format!("ticket {i}"), "priority": priority })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        ids.push(t["id"].as_i64().unwrap());
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/tickets?limit=3".to_string();
+    loop {
+        let (s, page) = c.call("GET", &path, &agent, None).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_i64().unwrap()),
+        );
+        match page["next_before"].as_i64() {
+            Some(b) => path = format!("/api/v1/tickets?limit=3&before={b}"),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "every ticket once, newest first");
+    let (_, high) = c
+        .call("GET", "/api/v1/tickets?priority=high", &agent, None)
+        .await;
+    assert_eq!(high["items"].as_array().unwrap().len(), 4);
+    assert!(high["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["priority"] == "high"));
+    let (_, none) = c
+        .call("GET", "/api/v1/tickets?status=solved", &agent, None)
+        .await;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+}
+
+/// `helpdesk migrate`, `tenant create` and `user create` on the embedded
+/// default (SQLite under the data directory), then the service serves them.
+#[tokio::test]
+async fn cli_creates_tenants_and_users_that_the_service_accepts() {
+    let data = crate::helpers::data_dir();
+    let helpdesk = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_helpdesk"))
+            .current_dir(crate::helpers::repo_path(""))
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = helpdesk(&["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = helpdesk(&[
+        "tenant",
+        "create",
+        "acme",
+        "--admin-email",
+        "Admin@Acme.test",
+        "--admin-password",
+        "admin-pw-1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = created["api_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("hd_"), "{created}");
+    assert!(
+        created["tenant_id"].as_str().is_some_and(|t| t.len() == 36),
+        "{created}"
+    );
+    let again = helpdesk(&[
+        "tenant",
+        "create",
+        "acme",
+        "--admin-email",
+        "x@acme.test",
+        "--admin-password",
+        "admin-pw-1",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let bad = helpdesk(&[
+        "tenant",
+        "create",
+        "bad name",
+        "--admin-email",
+        "x@acme.test",
+        "--admin-password",
+        "admin-pw-1",
+    ]);
+    assert!(!bad.status.success());
+    let out = helpdesk(&[
+        "user",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "agent@acme.test",
+        "--name",
+        "Agent",
+        "--role",
+        "agent",
+        "--password",
+        "agent-pw-1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(user["role"], "agent");
+
+    let mut settings = test_settings();
+    settings.data_dir = data.path().to_path_buf();
+    let app = spawn_app_with(settings, false).await;
+    let me: Value = app
+        .client
+        .get(format!("{}/api/v1/me", app.address))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["role"].as_str(), me["email"].as_str()),
+        (Some("admin"), Some("admin@acme.test"))
+    );
+    let r = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({ "tenant": "acme", "email": "agent@acme.test", "password": "agent-pw-1" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
