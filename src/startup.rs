@@ -43,6 +43,7 @@ impl Application {
         kb.spawn_optimizer(std::time::Duration::from_secs(10));
         state.set_kb(kb);
         let core = core_state(&settings).await?;
+        state.set_core(core.clone());
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("bind {}", settings.server.bind))?;

@@ -20,6 +20,8 @@ pub struct AiState {
     pub started: Instant,
     pub heads: Arc<Heads>,
     kb: Arc<OnceLock<Arc<super::kb::KbService>>>,
+    /// The ticketing core, whose credentials name a request's tenant.
+    core: Arc<OnceLock<crate::ticketing::CoreState>>,
     /// Each tenant's thresholds (suggestions, duplicates, incidents).
     pub tenant_settings: Arc<super::tenant_settings::SettingsStore>,
 }
@@ -37,6 +39,7 @@ impl AiState {
                 crate::ml::cache_dir(&settings.data_dir),
             )),
             kb: Arc::default(),
+            core: Arc::default(),
             tenant_settings: Arc::new(super::tenant_settings::SettingsStore::new(
                 &settings.data_dir,
             )),
@@ -49,6 +52,14 @@ impl AiState {
 
     pub fn set_kb(&self, kb: Arc<super::kb::KbService>) {
         let _ = self.kb.set(kb);
+    }
+
+    pub fn set_core(&self, core: crate::ticketing::CoreState) {
+        let _ = self.core.set(core);
+    }
+
+    pub fn core(&self) -> Option<&crate::ticketing::CoreState> {
+        self.core.get()
     }
 
     /// The knowledge base, or 503 when its index could not be opened.

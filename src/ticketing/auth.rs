@@ -234,6 +234,50 @@ fn unauthorized(msg: &str) -> ApiError {
     ApiError::Unauthorized(msg.into())
 }
 
+/// The principal of a request's `Authorization: Bearer …`; `None` when the
+/// request has no Authorization header; 401 when it has a bad one.
+pub async fn principal_of(
+    state: &CoreState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = header
+        .to_str()
+        .map_err(|_| unauthorized("the Authorization header is not valid text"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("use Authorization: Bearer <token or API key>"))?;
+    if token.starts_with("hd_") {
+        let row = sqlx::query(
+            "SELECT k.tenant_id, k.user_id, k.scopes, u.role FROM api_keys k \
+             JOIN users u ON u.id = k.user_id AND u.tenant_id = k.tenant_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        )
+        .bind(key_hash(token))
+        .fetch_optional(&state.db.pool)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+        let role: String = row.try_get("role").map_err(db_error)?;
+        let scopes: String = row.try_get("scopes").map_err(db_error)?;
+        return Ok(Some(Principal {
+            tenant_id: row.try_get("tenant_id").map_err(db_error)?,
+            user_id: row.try_get("user_id").map_err(db_error)?,
+            role: Role::parse(&role).ok_or_else(|| unauthorized("unknown role"))?,
+            scopes: scopes.split(',').map(str::to_string).collect(),
+        }));
+    }
+    state
+        .tokens
+        .verify(token)
+        .map(Some)
+        .ok_or_else(|| unauthorized("invalid or expired token"))
+}
+
 impl<S> FromRequestParts<S> for Principal
 where
     CoreState: FromRef<S>,
@@ -242,43 +286,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = CoreState::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("Authorization: Bearer <token or API key> is required"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| unauthorized("the Authorization header is not valid text"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("use Authorization: Bearer <token or API key>"))?;
-        if token.starts_with("hd_") {
-            let row = sqlx::query(
-                "SELECT k.tenant_id, k.user_id, k.scopes, u.role FROM api_keys k \
-                 JOIN users u ON u.id = k.user_id AND u.tenant_id = k.tenant_id \
-                 WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-            )
-            .bind(key_hash(token))
-            .fetch_optional(&state.db.pool)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
-            let role: String = row.try_get("role").map_err(db_error)?;
-            let scopes: String = row.try_get("scopes").map_err(db_error)?;
-            return Ok(Principal {
-                tenant_id: row.try_get("tenant_id").map_err(db_error)?,
-                user_id: row.try_get("user_id").map_err(db_error)?,
-                role: Role::parse(&role).ok_or_else(|| unauthorized("unknown role"))?,
-                scopes: scopes.split(',').map(str::to_string).collect(),
-            });
-        }
-        state
-            .tokens
-            .verify(token)
-            .ok_or_else(|| unauthorized("invalid or expired token"))
+        principal_of(&CoreState::from_ref(state), &parts.headers)
+            .await?
+            .ok_or_else(|| unauthorized("Authorization: Bearer <token or API key> is required"))
     }
 }
 

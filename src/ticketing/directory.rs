@@ -350,7 +350,9 @@ pub async fn list_teams(
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     pub name: String,
-    /// Defaults to all (`*`). `ai-callback` for the AI service's key.
+    /// Defaults to all (`*`). `ai-callback` for the AI service's key;
+    /// `service` lets a key act for any tenant on the AI service
+    /// (`X-Tenant-Id`).
     #[serde(default)]
     pub scopes: Vec<String>,
 }
@@ -376,7 +378,7 @@ pub async fn create_key(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::validation("key name must be 1-100 characters"));
     }
-    const SCOPES: [&str; 3] = ["*", "ai-callback", "read"];
+    const SCOPES: [&str; 4] = ["*", "ai-callback", "read", "service"];
     let scopes = if req.scopes.is_empty() {
         vec!["*".to_string()]
     } else {

@@ -34,9 +34,10 @@ pub const DEFAULT_HNSW_EF: usize = 512;
 /// Up to this many points pass a search's filter (one tenant's chunks, as a
 /// rule), the engine scans their int8 copies and rescores the best with the
 /// originals instead of walking the HNSW graph: exact up to int8 rounding
-/// (recall@10 ≈ 1.0), and within the 5 ms budget up to here (BENCHMARKS.md),
-/// where a graph misses half the true neighbours of uniform random vectors.
-pub const DEFAULT_EXACT_SCAN_MAX_POINTS: usize = 150_000;
+/// (recall@10 1.0 where the graph gave 0.96 at 10k random vectors) at about
+/// 75 ns a point, so about 1.5 ms here; above it the graph is faster (at
+/// 100k the scan took 1.3x the graph's time, BENCHMARKS.md).
+pub const DEFAULT_EXACT_SCAN_MAX_POINTS: usize = 20_000;
 /// Candidates taken from the int8 scores per result, rescored with the originals.
 const OVERSAMPLING: f64 = 4.0;
 /// BM25 term weights as a sparse vector; the engine applies the IDF.

@@ -200,6 +200,7 @@ on_both!(
     another_tenants_objects_are_404_everywhere,
     credentials_roles_and_bad_input_are_refused_without_changes,
     tickets_page_newest_first_with_filters,
+    ai_routes_take_the_tenant_from_the_credential,
 );
 
 async fn a_ticket_goes_from_customer_to_agent_with_its_outbox_job_audit_and_labels(b: Backend) {
@@ -765,4 +766,78 @@ async fn cli_creates_tenants_and_users_that_the_service_accepts() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// The AI service's `/v1` routes: the tenant is the key's or token's;
+/// `X-Tenant-Id` counts only for service keys; no credential = the header
+/// (local use); a bad credential is 401.
+async fn ai_routes_take_the_tenant_from_the_credential(b: Backend) {
+    let c = spawn_core(b).await;
+    let (_, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let put = |who: String, tenant: Option<String>, threshold: f64| {
+        let mut req = c
+            .app
+            .client
+            .put(format!("{}/v1/settings", c.app.address))
+            .bearer_auth(who)
+            .json(&json!({ "suggest_threshold": threshold }));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        req.send()
+    };
+    let get = |who: &str| {
+        c.app
+            .client
+            .get(format!("{}/v1/settings", c.app.address))
+            .bearer_auth(who.to_string())
+            .send()
+    };
+    // acme's admin key writes acme's settings; globex's key still sees defaults.
+    let r = put(c.acme.api_key.clone(), None, 0.6).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen: Value = get(&agent).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        seen["suggest_threshold"], 0.6,
+        "a login token of acme sees acme's: {seen}"
+    );
+    let other: Value = get(&c.globex.api_key).await.unwrap().json().await.unwrap();
+    assert_eq!(other["suggest_threshold"], 0.35);
+    // Naming another tenant with an ordinary key: 403, nothing written.
+    let r = put(
+        c.acme.api_key.clone(),
+        Some(c.globex.tenant_id.clone()),
+        0.9,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let other: Value = get(&c.globex.api_key).await.unwrap().json().await.unwrap();
+    assert_eq!(other["suggest_threshold"], 0.35);
+    // A service key may act for any tenant.
+    let (s, k) = c
+        .call(
+            "POST",
+            "/api/v1/api-keys",
+            &c.acme.api_key,
+            Some(json!({ "name": "worker", "scopes": ["service"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let service = k["api_key"].as_str().unwrap().to_string();
+    let r = put(service, Some(c.globex.tenant_id.clone()), 0.7)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let other: Value = get(&c.globex.api_key).await.unwrap().json().await.unwrap();
+    assert_eq!(other["suggest_threshold"], 0.7);
+    // A bad credential is 401, never the header's tenant.
+    let r = put("hd_forged".into(), Some("default".into()), 0.1)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // No credential: the header, as before keys existed.
+    let r = c.app.get_as("default", "/v1/settings").await;
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["suggest_threshold"], 0.35);
 }
