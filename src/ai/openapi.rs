@@ -39,16 +39,16 @@ pub fn document() -> Value {
     };
     let tenant = json!({ "name": "X-Tenant-Id", "in": "header", "required": false,
         "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "default": "default" },
-        "description": "The tenant (until API keys carry it)" });
+        "description": "The tenant when the request has no credential; with one, only for service keys" });
     let task = json!({ "name": "task", "in": "path", "required": true,
         "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" } });
     let inputs = json!({ "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" }, "minItems": 1 } ] });
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
-            "title": "helpdesk-ai inference service",
+            "title": "helpdesk-ai",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Text embeddings (TEI- and OpenAI-compatible), label heads (classify, sentiment, urgency; versions, training jobs, promotion, rollback) and operational endpoints."
+            "description": "Text embeddings (TEI- and OpenAI-compatible), label heads (classify, sentiment, urgency; versions, training jobs, promotion, rollback) knowledge base and similar tickets, operational endpoints, and the ticketing core (/api/v1)."
         },
         "paths": {
             "/embed": { "post": {
@@ -240,5 +240,65 @@ pub fn document() -> Value {
                 "threads": { "type": "integer" }, "version": { "type": "string" },
                 "uptime_seconds": { "type": "number" } } }
         } }
-    })
+    });
+    let (paths, security) = ticketing();
+    if let (Some(all), Value::Object(more)) = (doc["paths"].as_object_mut(), paths) {
+        all.extend(more);
+    }
+    doc["components"]["securitySchemes"] = security;
+    doc
+}
+
+/// The ticketing core's routes (`/api/v1`).
+fn ticketing() -> (Value, Value) {
+    let auth = json!({
+        "401": error_response("No, unknown, revoked or expired credential"),
+        "403": error_response("The role may not do this"),
+        "422": error_response("Invalid request"),
+    });
+    let with = |code: &str, ok: &str, extra: &[(&str, &str)]| {
+        let mut r = auth.clone();
+        r[code] = json!({ "description": ok });
+        for (c, d) in extra {
+            r[*c] = error_response(d);
+        }
+        r
+    };
+    let bearer = json!([{ "bearer": [] }]);
+    let id =
+        json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }]);
+    let paths = json!({
+        "/api/v1/auth/login": { "post": { "summary": "A login token (JWT, HS256) for {tenant (name or id), email, password}",
+            "security": [], "responses": with("200", "{token, token_type, expires_in}", &[]) } },
+        "/api/v1/me": { "get": { "summary": "The caller", "security": bearer, "responses": with("200", "The user", &[]) } },
+        "/api/v1/users": {
+            "get": { "summary": "The tenant's users (staff)", "security": bearer, "responses": with("200", "{items}", &[]) },
+            "post": { "summary": "Add a user {email, name, role, password} (admins)", "security": bearer,
+                "responses": with("201", "The user", &[("409", "The e-mail exists in this tenant")]) } },
+        "/api/v1/teams": {
+            "get": { "summary": "The tenant's teams (staff)", "security": bearer, "responses": with("200", "{items}", &[]) },
+            "post": { "summary": "Add a team {name} (admins)", "security": bearer,
+                "responses": with("201", "The team", &[("409", "The name exists")]) } },
+        "/api/v1/api-keys": { "post": { "summary": "A new API key acting as the caller {name, scopes: *, ai-callback, read, service} (admins; shown once)",
+            "security": bearer, "responses": with("201", "{id, name, prefix, scopes, api_key}", &[]) } },
+        "/api/v1/tickets": {
+            "get": { "summary": "Tickets newest first; filters status, priority, team_id, assignee_id, requester_id; limit ≤ 100, before = next_before (customers: their own)",
+                "security": bearer, "responses": with("200", "{items, next_before}", &[]) },
+            "post": { "summary": "Open a ticket {subject, body, priority, channel, tags; staff: category, team_id, assignee_id, requester_id}; its triage job is queued in the same transaction",
+                "security": bearer, "responses": with("201", "The ticket", &[]) } },
+        "/api/v1/tickets/{id}": {
+            "get": { "summary": "A ticket with its triage status", "security": bearer, "parameters": id.clone(),
+                "responses": with("200", "The ticket", &[("404", "No such ticket for this caller")]) },
+            "patch": { "summary": "Change status, priority, category, team_id, assignee_id, tags (staff; null clears); routing changes become labels",
+                "security": bearer, "parameters": id.clone(),
+                "responses": with("200", "The ticket", &[("404", "No such ticket for this caller")]) } },
+        "/api/v1/tickets/{id}/comments": {
+            "get": { "summary": "Comments, oldest first (customers: public ones)", "security": bearer, "parameters": id.clone(),
+                "responses": with("200", "{items}", &[("404", "No such ticket for this caller")]) },
+            "post": { "summary": "Add a comment {body, public} (customers: public only)", "security": bearer, "parameters": id,
+                "responses": with("201", "The comment", &[("404", "No such ticket for this caller")]) } }
+    });
+    let security = json!({ "bearer": { "type": "http", "scheme": "bearer",
+        "description": "An API key (hd_…) or a login token from /api/v1/auth/login" } });
+    (paths, security)
 }
