@@ -14,8 +14,8 @@ use ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition, CountRequest, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
     FieldCondition, Filter, Match, MatchValue, NamedQuery, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, Range, SearchRequest, UpdateOperation, ValueVariants,
-    WithPayloadInterface, WithVector,
+    PointOperations, PointStruct, QueryEnum, Range, ScrollRequest, SearchRequest, UpdateOperation,
+    ValueVariants, WithPayloadInterface, WithVector,
 };
 
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
@@ -25,6 +25,7 @@ use qdrant_edge::{
     VectorInternal,
 };
 
+use super::scan::DenseScan;
 use super::{ChunkPayload, Hit, IndexError, IndexPoint, SearchFilter, Source, VectorIndex};
 
 const VECTOR: &str = "dense";
@@ -53,6 +54,9 @@ pub struct EdgeOptions {
     /// Filtered searches over at most this many points scan instead of
     /// walking the graph. Fixed when the shard is created.
     pub exact_scan_max_points: usize,
+    /// Keep an int8 copy of every vector in memory and answer searches
+    /// filtered by tenant (and source) with an exact scan of it (`scan.rs`).
+    pub dense_scan: bool,
 }
 
 impl Default for EdgeOptions {
@@ -61,6 +65,7 @@ impl Default for EdgeOptions {
             bm25_avg_len: 150.0,
             hnsw_ef: DEFAULT_HNSW_EF,
             exact_scan_max_points: DEFAULT_EXACT_SCAN_MAX_POINTS,
+            dense_scan: true,
         }
     }
 }
@@ -76,6 +81,23 @@ pub struct EdgeIndex {
     /// Dropped by hand (see `Drop`): the shard's own drop flushes and panics
     /// when that fails.
     shard: RwLock<ManuallyDrop<EdgeShard>>,
+    /// The in-memory int8 copy for exact scans, when enabled.
+    scan: Option<DenseScan>,
+}
+
+/// Candidates the int8 scan hands to rescoring per result.
+const SCAN_OVERSAMPLING: usize = 4;
+
+fn source_code(s: Source) -> u8 {
+    match s {
+        Source::Kb => 0,
+        Source::Ticket => 1,
+    }
+}
+
+/// The document key of the scan's rows.
+fn doc_key(tenant: &str, source: Source, doc_id: &str) -> u64 {
+    super::point_id(tenant, source, doc_id, u32::MAX)
 }
 
 impl Drop for EdgeIndex {
@@ -265,14 +287,171 @@ impl EdgeIndex {
             }
             shard
         };
-        Ok(Self {
+        let index = Self {
             path: path.to_path_buf(),
             dims,
             bm25,
             hnsw_ef: options.hnsw_ef.max(1),
             _lock: lock,
             shard: RwLock::new(ManuallyDrop::new(shard)),
-        })
+            scan: options.dense_scan.then(|| DenseScan::new(dims)),
+        };
+        index.load_scan()?;
+        Ok(index)
+    }
+
+    /// Fills the int8 copy from the shard (every point's dense vector).
+    fn load_scan(&self) -> Result<(), IndexError> {
+        let Some(scan) = &self.scan else {
+            return Ok(());
+        };
+        let shard = self.read();
+        let mut offset = None;
+        loop {
+            let (records, next) = shard
+                .scroll(ScrollRequest {
+                    offset,
+                    limit: Some(4096),
+                    filter: None,
+                    with_payload: Some(WithPayloadInterface::Fields(vec![
+                        key("tenant")?,
+                        key("source")?,
+                        key("doc_id")?,
+                    ])),
+                    with_vector: WithVector::Selector(vec![VECTOR.into()]),
+                    order_by: None,
+                })
+                .map_err(engine)?;
+            for r in records {
+                let PointId::NumId(id) = r.id else { continue };
+                let field = |name: &str| {
+                    r.payload
+                        .as_ref()
+                        .and_then(|p| p.0.get(name))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                };
+                let (Some(tenant), Some(source), Some(doc)) =
+                    (field("tenant"), field("source"), field("doc_id"))
+                else {
+                    continue;
+                };
+                let source = if source == "ticket" {
+                    Source::Ticket
+                } else {
+                    Source::Kb
+                };
+                if let Some(qdrant_edge::VectorStructInternal::Named(named)) = &r.vector {
+                    if let Some(VectorInternal::Dense(v)) = named.get(VECTOR) {
+                        scan.upsert(
+                            id,
+                            &tenant,
+                            source_code(source),
+                            doc_key(&tenant, source, &doc),
+                            v,
+                        );
+                    }
+                }
+            }
+            match next {
+                Some(n) => offset = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Exact search through the int8 copy: candidates by the int8 scores,
+    /// rescored with the shard's original vectors. `None` when the filter
+    /// asks for more than tenant, source and an excluded document.
+    fn scan_search(
+        &self,
+        vector: &[f32],
+        f: &SearchFilter,
+        k: usize,
+    ) -> Result<Option<Vec<Hit>>, IndexError> {
+        let Some(scan) = &self.scan else {
+            return Ok(None);
+        };
+        let simple = f.visibility.is_empty()
+            && f.tags_any.is_empty()
+            && f.language.is_none()
+            && f.updated_since.is_none()
+            && (f.exclude_doc.is_none() || f.source.is_some());
+        if !simple {
+            return Ok(None);
+        }
+        let exclude = match (&f.exclude_doc, f.source) {
+            (Some(d), Some(s)) => Some(doc_key(&f.tenant, s, d)),
+            _ => None,
+        };
+        let filter = super::scan::RowFilter {
+            tenant: &f.tenant,
+            source: f.source.map(source_code),
+            exclude_doc: exclude,
+        };
+        let candidates = scan.candidates(vector, &filter, (k * SCAN_OVERSAMPLING).max(40));
+        if candidates.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        // Rescore with the originals (vectors only), then read the payloads
+        // of the k best alone: parsing payloads costs more than scoring.
+        let ids: Vec<PointId> = candidates
+            .iter()
+            .map(|(id, _)| PointId::NumId(*id))
+            .collect();
+        let shard = self.read();
+        let records = shard
+            .retrieve(
+                &ids,
+                Some(WithPayloadInterface::Bool(false)),
+                Some(WithVector::Selector(vec![VECTOR.into()])),
+            )
+            .map_err(engine)?;
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        let mut scored: Vec<(f32, u64)> = records
+            .iter()
+            .filter_map(|r| {
+                let PointId::NumId(id) = r.id else {
+                    return None;
+                };
+                let Some(qdrant_edge::VectorStructInternal::Named(named)) = &r.vector else {
+                    return None;
+                };
+                let Some(VectorInternal::Dense(v)) = named.get(VECTOR) else {
+                    return None;
+                };
+                // Stored cosine vectors are unit length.
+                Some((
+                    v.iter().zip(vector).map(|(a, b)| a * b).sum::<f32>() / norm,
+                    id,
+                ))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.truncate(k);
+        let ids: Vec<PointId> = scored.iter().map(|(_, id)| PointId::NumId(*id)).collect();
+        let records = shard
+            .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), None)
+            .map_err(engine)?;
+        drop(shard);
+        let mut payloads = std::collections::HashMap::new();
+        for r in records {
+            let PointId::NumId(id) = r.id else { continue };
+            let payload = r
+                .payload
+                .ok_or_else(|| IndexError::Engine("a point without payload".into()))?;
+            let payload: ChunkPayload =
+                serde_json::from_value(serde_json::Value::Object(payload.0)).map_err(engine)?;
+            payloads.insert(id, payload);
+        }
+        let hits: Vec<Hit> = scored
+            .into_iter()
+            .filter_map(|(score, id)| {
+                let payload = payloads.remove(&id)?;
+                f.matches(&payload).then_some(Hit { id, score, payload })
+            })
+            .collect();
+        Ok(Some(hits))
     }
 
     pub fn path(&self) -> &Path {
@@ -385,7 +564,15 @@ impl VectorIndex for EdgeIndex {
             .update(UpdateOperation::PointOperation(
                 PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
             ))
-            .map_err(engine)
+            .map_err(engine)?;
+        if let Some(scan) = &self.scan {
+            for p in points {
+                let t = &p.payload.tenant;
+                let key = doc_key(t, p.payload.source, &p.payload.doc_id);
+                scan.upsert(p.id(), t, source_code(p.payload.source), key, &p.vector);
+            }
+        }
+        Ok(())
     }
 
     fn delete_doc(&self, tenant: &str, source: Source, doc_id: &str) -> Result<(), IndexError> {
@@ -403,11 +590,21 @@ impl VectorIndex for EdgeIndex {
             .update(UpdateOperation::PointOperation(
                 PointOperations::DeletePointsByFilter(f),
             ))
-            .map_err(engine)
+            .map_err(engine)?;
+        if let Some(scan) = &self.scan {
+            scan.delete_doc(doc_key(tenant, source, doc_id));
+        }
+        Ok(())
     }
 
     fn search(&self, vector: &[f32], f: &SearchFilter, k: usize) -> Result<Vec<Hit>, IndexError> {
         self.check(vector)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        if let Some(hits) = self.scan_search(vector, f, k)? {
+            return Ok(hits);
+        }
         self.nearest(vector.to_vec().into(), VECTOR, f, k)
     }
 
@@ -514,6 +711,58 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_the_engine_suite_without_the_int8_scan_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EdgeOptions {
+            dense_scan: false,
+            ..EdgeOptions::default()
+        };
+        let index = EdgeIndex::open_with(&dir.path().join("shard"), 3, &options).unwrap();
+        super::super::conformance::run(&index);
+    }
+
+    /// The int8 scan, loaded from the shard on open, gives the same hits as
+    /// the engine's own exact search.
+    #[test]
+    fn the_int8_scan_agrees_with_the_engines_exact_search_after_a_restart() {
+        use crate::inference::training::SplitMix;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        let mut rng = SplitMix::new(3);
+        let mut random = || -> Vec<f32> {
+            (0..32)
+                .map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0)
+                .collect()
+        };
+        let points: Vec<IndexPoint> = (0..600)
+            .map(|i| IndexPoint {
+                vector: random(),
+                payload: super::super::conformance::payload(
+                    if i % 2 == 0 { "acme" } else { "globex" },
+                    &format!("d{}", i / 3),
+                    i % 3,
+                ),
+            })
+            .collect();
+        let queries: Vec<Vec<f32>> = (0..10).map(|_| random()).collect();
+        EdgeIndex::open(&path, 32).unwrap().upsert(&points).unwrap();
+        let index = EdgeIndex::open(&path, 32).unwrap();
+        assert_eq!(index.scan.as_ref().unwrap().len(), 600);
+        let acme = SearchFilter::tenant("acme");
+        for q in &queries {
+            let scanned = index.search(q, &acme, 10).unwrap();
+            let exact = index.nearest(q.clone().into(), VECTOR, &acme, 10).unwrap();
+            let ids = |h: &[Hit]| h.iter().map(|x| x.id).collect::<Vec<_>>();
+            assert_eq!(ids(&scanned), ids(&exact));
+            assert!((scanned[0].score - exact[0].score).abs() < 1e-4);
+        }
+        index.delete_doc("acme", Source::Kb, "d0").unwrap();
+        let left = index.search(&queries[0], &acme, 400).unwrap();
+        assert_eq!(left.len(), 298);
+        assert!(left.iter().all(|h| h.payload.doc_id != "d0"));
+    }
 
     #[test]
     fn passes_the_engine_suite_and_survives_a_restart() {

@@ -15,6 +15,7 @@
 pub mod edge;
 pub mod exact;
 pub mod qdrant;
+pub mod scan;
 
 use std::path::Path;
 
