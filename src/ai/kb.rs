@@ -501,37 +501,29 @@ fn result(h: Hit, q: &str) -> SearchResult {
     }
 }
 
-async fn dense_search(
+/// Dense (or, with `hybrid`, dense and BM25 fused) search for `query`.
+async fn vector_search(
     state: &AiState,
     query: &str,
     filter: SearchFilter,
     k: usize,
-) -> Result<Vec<Hit>, ApiError> {
-    let kb = state.kb()?;
-    let (mut v, _) = embed_texts(state, vec![query.to_string()], true, true).await?;
-    let vector = v.pop().unwrap_or_default();
-    let index = kb.index.clone();
-    tokio::task::spawn_blocking(move || index.search(&vector, &filter, k))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))
-}
-
-async fn hybrid_search(
-    state: &AiState,
-    query: &str,
-    filter: SearchFilter,
-    k: usize,
+    hybrid: bool,
 ) -> Result<Vec<Hit>, ApiError> {
     let kb = state.kb()?;
     let (mut v, _) = embed_texts(state, vec![query.to_string()], true, true).await?;
     let vector = v.pop().unwrap_or_default();
     let index = kb.index.clone();
     let q = query.to_string();
-    tokio::task::spawn_blocking(move || index.hybrid(&vector, &q, &filter, k))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))
+    tokio::task::spawn_blocking(move || {
+        if hybrid {
+            index.hybrid(&vector, &q, &filter, k)
+        } else {
+            index.search(&vector, &filter, k)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(|e| ApiError::Internal(e.into()))
 }
 
 async fn text_search(
@@ -583,9 +575,9 @@ async fn search(
         ..SearchFilter::tenant(&tenant.0)
     };
     let hits = match mode {
-        "dense" => dense_search(&state, &p.q, filter, p.k).await?,
+        "dense" => vector_search(&state, &p.q, filter, p.k, false).await?,
         "bm25" => text_search(&state, &p.q, filter, p.k).await?,
-        _ => hybrid_search(&state, &p.q, filter, p.k).await?,
+        _ => vector_search(&state, &p.q, filter, p.k, true).await?,
     };
     Ok(ApiJson(SearchResponse {
         mode,
@@ -635,7 +627,7 @@ async fn suggest(
         },
         ..SearchFilter::tenant(&tenant.0)
     };
-    let hits = dense_search(&state, text.trim(), filter, req.k * 5).await?;
+    let hits = vector_search(&state, text.trim(), filter, req.k * 5, false).await?;
     let mut seen = std::collections::HashSet::new();
     let results = hits
         .into_iter()

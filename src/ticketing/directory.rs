@@ -174,10 +174,7 @@ pub async fn add_user(
 ) -> Result<User, ApiError> {
     let email = check_email(&u.email).map_err(ApiError::validation)?;
     check_password(&u.password).map_err(ApiError::validation)?;
-    let name = u.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation("name must be 1-200 characters"));
-    }
+    let name = super::bounded("name", &u.name, 200)?;
     let password = u.password.clone();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password))
         .await
@@ -282,10 +279,7 @@ pub async fn create_team(
     ApiJson(t): ApiJson<NewTeam>,
 ) -> Result<(StatusCode, ApiJson<Team>), ApiError> {
     p.require_admin()?;
-    let name = t.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation("team name must be 1-100 characters"));
-    }
+    let name = super::bounded("team name", &t.name, 100)?;
     let mut tx = state.db.pool.begin().await.map_err(db_error)?;
     let id: i64 = sqlx::query(
         "INSERT INTO teams (tenant_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
@@ -374,10 +368,7 @@ pub async fn create_key(
     ApiJson(req): ApiJson<NewKeyRequest>,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
     p.require_admin()?;
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation("key name must be 1-100 characters"));
-    }
+    let name = super::bounded("key name", &req.name, 100)?;
     const SCOPES: [&str; 4] = ["*", "ai-callback", "read", "service"];
     let scopes = if req.scopes.is_empty() {
         vec!["*".to_string()]

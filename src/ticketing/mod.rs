@@ -50,3 +50,19 @@ pub fn router(state: CoreState) -> Router {
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// `text` trimmed, when it has 1 to `max` characters; a 422 naming `what`
+/// otherwise.
+pub fn bounded<'a>(
+    what: &str,
+    text: &'a str,
+    max: usize,
+) -> Result<&'a str, crate::error::ApiError> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > max {
+        return Err(crate::error::ApiError::validation(format!(
+            "{what} must be 1-{max} characters"
+        )));
+    }
+    Ok(t)
+}

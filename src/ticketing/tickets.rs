@@ -110,10 +110,7 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
 }
 
 fn check_category(c: &str) -> Result<(), ApiError> {
-    if c.trim().is_empty() || c.chars().count() > 100 {
-        return Err(ApiError::validation("category must be 1-100 characters"));
-    }
-    Ok(())
+    super::bounded("category", c, 100).map(|_| ())
 }
 
 /// `team_id` names a team of the tenant.
@@ -185,10 +182,7 @@ pub async fn create(
     p: Principal,
     ApiJson(t): ApiJson<NewTicket>,
 ) -> Result<(StatusCode, ApiJson<Ticket>), ApiError> {
-    let subject = t.subject.trim();
-    if subject.is_empty() || subject.chars().count() > 300 {
-        return Err(ApiError::validation("subject must be 1-300 characters"));
-    }
+    let subject = super::bounded("subject", &t.subject, 300)?;
     if t.body.chars().count() > 100_000 {
         return Err(ApiError::validation("body is over 100,000 characters"));
     }
@@ -581,10 +575,7 @@ pub async fn add_comment(
     ApiPath(id): ApiPath<i64>,
     ApiJson(c): ApiJson<NewComment>,
 ) -> Result<(StatusCode, ApiJson<Comment>), ApiError> {
-    let body = c.body.trim();
-    if body.is_empty() || body.chars().count() > 100_000 {
-        return Err(ApiError::validation("body must be 1-100,000 characters"));
-    }
+    let body = super::bounded("body", &c.body, 100_000)?;
     let mut tx = state.db.pool.begin().await.map_err(db_error)?;
     visible(&mut *tx, &p, id).await?;
     if !c.public && !p.is_staff() {

@@ -459,14 +459,7 @@ impl EdgeIndex {
     }
 
     fn check(&self, v: &[f32]) -> Result<(), IndexError> {
-        if v.len() == self.dims && v.iter().all(|x| x.is_finite()) {
-            Ok(())
-        } else {
-            Err(IndexError::Dims {
-                got: v.len(),
-                want: self.dims,
-            })
-        }
+        super::check_vector(v, self.dims)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ManuallyDrop<EdgeShard>> {

@@ -34,14 +34,7 @@ impl ExactIndex {
     }
 
     fn check(&self, v: &[f32]) -> Result<(), IndexError> {
-        if v.len() == self.dims {
-            Ok(())
-        } else {
-            Err(IndexError::Dims {
-                got: v.len(),
-                want: self.dims,
-            })
-        }
+        super::check_vector(v, self.dims)
     }
 }
 

@@ -213,6 +213,18 @@ pub trait VectorIndex: Send + Sync {
     fn snapshot(&self, dest: &Path) -> Result<String, IndexError>;
 }
 
+/// `v` has the index's dimensions and only finite values.
+pub fn check_vector(v: &[f32], dims: usize) -> Result<(), IndexError> {
+    if v.len() == dims && v.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(IndexError::Dims {
+            got: v.len(),
+            want: dims,
+        })
+    }
+}
+
 /// The configured index: the embedded shard under `<data_dir>/vectors/edge`,
 /// or a Qdrant server's collection.
 pub fn open_index(

@@ -250,14 +250,7 @@ impl QdrantIndex {
     }
 
     fn check(&self, v: &[f32]) -> Result<(), IndexError> {
-        if v.len() == self.dims && v.iter().all(|x| x.is_finite()) {
-            Ok(())
-        } else {
-            Err(IndexError::Dims {
-                got: v.len(),
-                want: self.dims,
-            })
-        }
+        super::check_vector(v, self.dims)
     }
 
     fn query(
