@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod db;
 pub mod directory;
+pub mod jobs;
 pub mod tickets;
 
 use axum::routing::{get, post};

@@ -201,6 +201,7 @@ on_both!(
     credentials_roles_and_bad_input_are_refused_without_changes,
     tickets_page_newest_first_with_filters,
     ai_routes_take_the_tenant_from_the_credential,
+    outbox_jobs_are_claimed_once_retried_with_backoff_and_dead_lettered,
 );
 
 async fn a_ticket_goes_from_customer_to_agent_with_its_outbox_job_audit_and_labels(b: Backend) {
@@ -840,4 +841,125 @@ async fn ai_routes_take_the_tenant_from_the_credential(b: Backend) {
     let r = c.app.get_as("default", "/v1/settings").await;
     let d: Value = r.json().await.unwrap();
     assert_eq!(d["suggest_threshold"], 0.35);
+}
+
+/// The outbox as a job queue: concurrent claimers never share a job; a
+/// claim whose lease ran out goes to the next claimer (a killed worker loses
+/// nothing) and the old claim can no longer complete it; failures back off
+/// and end in the dead letter, which the ticket shows as a failed triage.
+async fn outbox_jobs_are_claimed_once_retried_with_backoff_and_dead_lettered(b: Backend) {
+    use helpdesk::ticketing::jobs::{self, Failed, QueuePolicy};
+    let c = spawn_core(b).await;
+    let (_, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let mut tickets = Vec::new();
+    for i in 0..6 {
+        let (s, t) = c
+            .call(
+                "POST",
+                "/api/v1/tickets",
+                &agent,
+                Some(json!({ "subject": format!("job {i}") })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        tickets.push(t["id"].as_i64().unwrap());
+    }
+    let policy = QueuePolicy {
+        lease_s: 60,
+        max_attempts: 2,
+        backoff_s: 5,
+        max_backoff_s: 300,
+    };
+    let at = helpdesk::ticketing::db::now() + 1;
+
+    // Four claimers at once: six jobs, each claimed exactly once.
+    let mut claimers = Vec::new();
+    for _ in 0..4 {
+        let (db, policy) = (c.db.clone(), policy.clone());
+        claimers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(j) = jobs::claim(&db, &policy, at).await.unwrap() {
+                got.push(j);
+            }
+            got
+        }));
+    }
+    let mut claimed = Vec::new();
+    for h in claimers {
+        claimed.extend(h.await.unwrap());
+    }
+    let mut ids: Vec<i64> = claimed
+        .iter()
+        .map(|j| j.payload["ticket_id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, tickets, "every job once");
+    assert!(claimed
+        .iter()
+        .all(|j| j.kind == "triage" && j.attempts == 1 && j.tenant_id == c.acme.tenant_id));
+
+    // Within the lease nobody else gets them; after it, the next claimer does.
+    assert!(jobs::claim(&c.db, &policy, at + 30)
+        .await
+        .unwrap()
+        .is_none());
+    let first = claimed.iter().min_by_key(|j| j.id).unwrap().clone();
+    let again = jobs::claim(&c.db, &policy, at + 61)
+        .await
+        .unwrap()
+        .expect("lease ran out");
+    assert_eq!((again.id, again.attempts), (first.id, 2));
+    assert!(
+        !jobs::complete(&c.db, &first).await.unwrap(),
+        "the lost claim cannot complete it"
+    );
+    assert!(jobs::complete(&c.db, &again).await.unwrap());
+    assert_eq!(
+        jobs::status(&c.db, first.id).await.unwrap().unwrap().0,
+        "done"
+    );
+
+    // Failure: back off, retry, then the dead letter after max_attempts.
+    let job = claimed.iter().max_by_key(|j| j.id).unwrap().clone();
+    assert_eq!(
+        jobs::fail(&c.db, &policy, &job, "AI service unreachable", at)
+            .await
+            .unwrap(),
+        Failed::Retry(5)
+    );
+    let (status, attempts, error) = jobs::status(&c.db, job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (status.as_str(), attempts, error.as_deref()),
+        ("pending", 1, Some("AI service unreachable"))
+    );
+    // Other jobs' leases have run out by +100; claim until this one comes back.
+    let mut retried = None;
+    while let Some(j) = jobs::claim(&c.db, &policy, at + 100).await.unwrap() {
+        if j.id == job.id {
+            retried = Some(j);
+        } else {
+            assert!(jobs::complete(&c.db, &j).await.unwrap());
+        }
+    }
+    let retried = retried.expect("due again after the backoff");
+    assert_eq!(retried.attempts, 2);
+    assert_eq!(
+        jobs::fail(&c.db, &policy, &retried, "still down", at + 100)
+            .await
+            .unwrap(),
+        Failed::Dead
+    );
+    assert!(
+        jobs::claim(&c.db, &policy, at + 10_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "dead jobs stay dead"
+    );
+    let ticket = retried.payload["ticket_id"].as_i64().unwrap();
+    let (_, t) = c
+        .call("GET", &format!("/api/v1/tickets/{ticket}"), &agent, None)
+        .await;
+    assert_eq!(t["triage"]["status"], "failed", "{t}");
+    assert_eq!(t["triage"]["error"], "still down");
 }
