@@ -78,19 +78,15 @@ pub async fn create_tenant(
         &hash,
     )
     .await?;
-    sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, user_id, name, prefix, key_hash, scopes, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    insert_key(
+        &mut tx,
+        &new_id(),
+        &tenant_id,
+        &user_id,
+        "admin (tenant create)",
+        &key,
+        "*",
     )
-    .bind(new_id())
-    .bind(&tenant_id)
-    .bind(&user_id)
-    .bind("admin (tenant create)")
-    .bind(&key.prefix)
-    .bind(&key.hash)
-    .bind("*")
-    .bind(at)
-    .execute(&mut *tx)
     .await?;
     audit(
         &mut *tx,
@@ -109,6 +105,33 @@ pub async fn create_tenant(
         admin_user_id: user_id,
         api_key: key.key,
     })
+}
+
+/// Stores a new key's hash (never the key) for a user.
+async fn insert_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    tenant_id: &str,
+    user_id: &str,
+    name: &str,
+    key: &super::auth::NewKey,
+    scopes: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, user_id, name, prefix, key_hash, scopes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(name)
+    .bind(&key.prefix)
+    .bind(&key.hash)
+    .bind(scopes)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn insert_user(
@@ -383,19 +406,15 @@ pub async fn create_key(
     }
     let (id, key) = (new_id(), new_api_key());
     let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, user_id, name, prefix, key_hash, scopes, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    insert_key(
+        &mut tx,
+        &id,
+        &p.tenant_id,
+        &p.user_id,
+        name,
+        &key,
+        &scopes.join(","),
     )
-    .bind(&id)
-    .bind(&p.tenant_id)
-    .bind(&p.user_id)
-    .bind(name)
-    .bind(&key.prefix)
-    .bind(&key.hash)
-    .bind(scopes.join(","))
-    .bind(now())
-    .execute(&mut *tx)
     .await
     .map_err(db_error)?;
     let after = serde_json::json!({ "name": name, "prefix": key.prefix, "scopes": scopes });
