@@ -40,6 +40,9 @@ pub enum Command {
         /// CPU threads for the encoder (0 = one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Which parts to run (default: all in one process).
+        #[arg(long, value_enum)]
+        role: Option<crate::config::Role>,
     },
     /// Embed texts and print the vectors as JSON.
     Embed {
@@ -74,6 +77,11 @@ pub enum Command {
     Tenant {
         #[command(subcommand)]
         action: crate::ticketing_cli::TenantAction,
+    },
+    /// Ticketing core: issue an API key (e.g. the worker's `service` key).
+    Key {
+        #[command(subcommand)]
+        action: crate::ticketing_cli::KeyAction,
     },
     /// Ticketing core: add a user to a tenant.
     User {
@@ -125,7 +133,11 @@ impl Cli {
                 bind,
                 device,
                 threads,
+                role,
             } => {
+                if let Some(r) = role {
+                    s.server.role = *r;
+                }
                 if let Some(b) = bind {
                     s.server.bind = *b;
                 }

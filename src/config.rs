@@ -24,6 +24,70 @@ pub struct Settings {
     pub vector: VectorSettings,
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
+    pub worker: WorkerSettings,
+    pub cluster: ClusterSettings,
+    pub security: crate::security::SecuritySettings,
+    pub events: crate::ticketing::events::EventsSettings,
+}
+
+/// Which parts of the platform this process runs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Core, AI service and triage worker in one process (the default).
+    #[default]
+    All,
+    /// The ticketing core (`/api/v1`) alone.
+    Core,
+    /// The AI service (`/v1`, `/embed`) alone; triage results go to
+    /// `cluster.core_url`.
+    Ai,
+    /// The triage worker alone: claims jobs, calls `cluster.ai_url`.
+    Worker,
+}
+
+/// The triage worker (roles `all` and `worker`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Run the worker in role `all` (tests of the core alone turn it off).
+    pub enabled: bool,
+    /// Jobs handled at once.
+    pub concurrency: usize,
+    /// Sleep when the queue is empty, in milliseconds.
+    pub idle_ms: u64,
+    /// A claimed job is the claimer's for this long.
+    pub lease_s: i64,
+    /// Attempts before a job is dead-lettered.
+    pub max_attempts: i64,
+    /// First retry after this; doubled per attempt.
+    pub backoff_s: i64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 2,
+            idle_ms: 200,
+            lease_s: 60,
+            max_attempts: 5,
+            backoff_s: 2,
+        }
+    }
+}
+
+/// How the parts find each other when they run as separate processes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The AI service's URL (role `worker`), e.g. `http://ai:8080`.
+    pub ai_url: Option<String>,
+    /// The core's URL (role `ai`: where triage results are posted).
+    pub core_url: Option<String>,
+    /// A core API key with the `service` scope (`helpdesk key create
+    /// --scopes service`), used by the worker and by the AI's callback.
+    pub service_key: Option<String>,
 }
 
 /// The ticketing core's database.
@@ -102,6 +166,7 @@ pub struct ServerSettings {
     pub max_inputs: usize,
     /// Requests queued or running at once (429 beyond).
     pub max_concurrent_requests: usize,
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,6 +212,10 @@ impl Default for Settings {
             vector: VectorSettings::default(),
             database: DatabaseSettings::default(),
             auth: AuthSettings::default(),
+            worker: WorkerSettings::default(),
+            cluster: ClusterSettings::default(),
+            security: crate::security::SecuritySettings::default(),
+            events: crate::ticketing::events::EventsSettings::default(),
         }
     }
 }
@@ -158,6 +227,7 @@ impl Default for ServerSettings {
             max_body_bytes: 2 * 1024 * 1024,
             max_inputs: 256,
             max_concurrent_requests: 512,
+            role: Role::All,
         }
     }
 }
@@ -239,6 +309,34 @@ impl Settings {
         }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad("auth.jwt_secret must have at least 32 characters");
+        }
+        self.security.validate().map_err(ConfigError::Invalid)?;
+        if self.worker.concurrency == 0 || self.worker.concurrency > 64 {
+            return bad("worker.concurrency must be within 1 and 64");
+        }
+        if self.worker.lease_s < 5 || self.worker.max_attempts < 1 || self.worker.backoff_s < 0 {
+            return bad(
+                "worker.lease_s must be at least 5, max_attempts at least 1, backoff_s at least 0",
+            );
+        }
+        let needs = |what: &Option<String>, name: &str, role: &str| -> Result<(), ConfigError> {
+            match what {
+                Some(v) if !v.trim().is_empty() => Ok(()),
+                _ => Err(ConfigError::Invalid(format!(
+                    "role {role} needs cluster.{name} (HELPDESK__CLUSTER__{})",
+                    name.to_uppercase()
+                ))),
+            }
+        };
+        match self.server.role {
+            Role::Worker => {
+                needs(&self.cluster.ai_url, "ai_url", "worker")?;
+                needs(&self.cluster.service_key, "service_key", "worker")?;
+            }
+            Role::Ai if self.cluster.core_url.is_some() => {
+                needs(&self.cluster.service_key, "service_key", "ai")?;
+            }
+            _ => {}
         }
         if self.vector.hnsw_ef == 0 {
             return bad("vector.hnsw_ef must be at least 1");

@@ -36,6 +36,9 @@ pub enum ApiError {
     /// Too many requests in flight (429).
     #[error("the service is overloaded; retry later")]
     Overloaded,
+    /// A client over its request rate (429 with `Retry-After`).
+    #[error("rate limit exceeded: retry in {0} s")]
+    RateLimited(u64),
     /// The model is still loading or failed to load (503).
     #[error("{0}")]
     NotReady(String),
@@ -71,6 +74,7 @@ impl ApiError {
                 "Validation",
             ),
             Self::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded", "Overloaded"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Overloaded"),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Unhealthy"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Backend"),
         }
@@ -96,6 +100,12 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Self::RateLimited(s) = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*s),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -45,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate => ticketing_cli::migrate(&settings),
         Command::Tenant { action } => ticketing_cli::tenant(action, &settings),
         Command::User { action } => ticketing_cli::user(action, &settings),
+        Command::Key { action } => ticketing_cli::key(action, &settings),
     }
 }

@@ -2,7 +2,7 @@
 //! beside the listener, and serves until stopped.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -12,47 +12,105 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::ai::{self, AiState};
-use crate::config::Settings;
+use crate::config::{Role, Settings};
 use crate::error::ApiError;
 use crate::inference::{self, EncoderHandle};
 use crate::metrics::Metrics;
+use crate::ticketing::jobs::QueuePolicy;
 use crate::ticketing::CoreState;
+use crate::triage::worker::Worker;
+use crate::triage::{AiClient, HttpClient};
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AiState,
+    /// Tells the triage workers to stop when the server does.
+    stop_workers: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
-    /// Binds the listener and starts loading the model on its own thread;
-    /// `/ready` turns 200 when it is loaded and warm.
+    /// Binds the listener and starts what the role runs (`server.role`):
+    /// the AI service loads its model on its own thread (`/ready` turns 200
+    /// when it is loaded and warm); the core serves `/api/v1`; the worker
+    /// claims triage jobs. Every role opens the core's database: the core
+    /// serves it, the AI service checks credentials in it, the worker
+    /// claims its jobs from it.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
+        let role = settings.server.role;
+        let runs_ai = matches!(role, Role::All | Role::Ai);
         let metrics = Arc::new(Metrics::default());
         let state = AiState::new(settings.clone(), metrics.clone());
-        // The KB's vector index: a qdrant-edge shard under the data
-        // directory, or a Qdrant server (`vector.engine`).
-        let dims = inference::Registry::builtin()
-            .get(&settings.model.name)
-            .map(|s| s.dims)
-            .context("the configured model")?;
-        let index = crate::vector::open_index(&settings, dims).context("open the vector index")?;
-        tracing::info!(engine = index.engine(), "vector index open");
-        let kb = Arc::new(ai::kb::KbService::new(index, &settings.data_dir.join("kb")));
-        kb.spawn_optimizer(std::time::Duration::from_secs(10));
-        state.set_kb(kb);
+        if runs_ai {
+            // The KB's vector index: a qdrant-edge shard under the data
+            // directory, or a Qdrant server (`vector.engine`).
+            let dims = inference::Registry::builtin()
+                .get(&settings.model.name)
+                .map(|s| s.dims)
+                .context("the configured model")?;
+            let index =
+                crate::vector::open_index(&settings, dims).context("open the vector index")?;
+            tracing::info!(engine = index.engine(), "vector index open");
+            let kb = Arc::new(ai::kb::KbService::new(index, &settings.data_dir.join("kb")));
+            kb.spawn_optimizer(std::time::Duration::from_secs(10));
+            state.set_kb(kb);
+        }
         let core = core_state(&settings).await?;
         state.set_core(core.clone());
+        let cluster = &settings.cluster;
+        let service_key = cluster.service_key.clone().unwrap_or_default();
+        match (role, &cluster.core_url) {
+            (Role::All, _) => state.set_core_client(Arc::new(core.clone())),
+            (Role::Ai, Some(url)) => state.set_core_client(Arc::new(HttpClient::new(
+                url,
+                &service_key,
+                Duration::from_secs(30),
+            ))),
+            _ => {}
+        }
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("bind {}", settings.server.bind))?;
-        spawn_model_loader(state.clone());
+        if runs_ai {
+            spawn_model_loader(state.clone());
+        }
+        let ai_client: Option<Arc<dyn AiClient>> = match role {
+            Role::All if settings.worker.enabled => Some(Arc::new(state.clone())),
+            Role::Worker => Some(Arc::new(HttpClient::new(
+                cluster.ai_url.as_deref().unwrap_or_default(),
+                &service_key,
+                Duration::from_secs(120),
+            ))),
+            _ => None,
+        };
+        let (stop_workers, stopped) = tokio::sync::watch::channel(false);
+        if let Some(ai) = ai_client {
+            let w = &settings.worker;
+            let worker = Worker {
+                db: core.db.clone(),
+                ai,
+                policy: QueuePolicy {
+                    lease_s: w.lease_s,
+                    max_attempts: w.max_attempts,
+                    backoff_s: w.backoff_s,
+                    ..QueuePolicy::default()
+                },
+                idle: Duration::from_millis(w.idle_ms),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .context("the webhook client")?,
+            };
+            worker.spawn(w.concurrency, stopped);
+            tracing::info!(tasks = w.concurrency, "triage worker running");
+        }
         let router = router(state.clone(), core);
         Ok(Self {
             listener,
             router,
             state,
+            stop_workers,
         })
     }
 
@@ -67,10 +125,15 @@ impl Application {
     /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
-        axum::serve(self.listener, self.router)
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("server error")
+            .context("server error");
+        let _ = self.stop_workers.send(true);
+        served
     }
 }
 
@@ -93,18 +156,39 @@ pub async fn core_state(settings: &Settings) -> anyhow::Result<CoreState> {
         )
         .context("the login-token secret")?,
     };
-    Ok(CoreState { db, tokens })
+    let events = match crate::ticketing::events::redis_url(&settings.events) {
+        Some(url) => {
+            crate::ticketing::events::EventBus::redis(&url, &settings.events.redis_channel)
+                .await
+                .with_context(|| format!("connect to Redis at {url} for live events"))?
+        }
+        None => crate::ticketing::events::EventBus::local(),
+    };
+    Ok(CoreState { db, tokens, events })
 }
 
+/// The routes of the role: the AI service's (`/v1`, `/embed`, …), the
+/// core's (`/api/v1`), both, or — for the worker — the operational ones.
 pub fn router(state: AiState, core: CoreState) -> Router {
     let limit = state.settings.server.max_body_bytes;
-    ai::router(state.clone())
-        .merge(crate::ticketing::router(core))
+    let routes = match state.settings.server.role {
+        Role::All => ai::router(state.clone()).merge(crate::ticketing::router(core)),
+        Role::Ai => ai::router(state.clone()),
+        Role::Core => ai::ops::router()
+            .with_state(state.clone())
+            .merge(crate::ticketing::router(core)),
+        Role::Worker => ai::ops::router().with_state(state.clone()),
+    };
+    routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            crate::security::Guard::new(state.settings.security.clone()),
+            crate::security::guard,
+        ))
         .layer(middleware::from_fn_with_state(state, observe))
 }
 

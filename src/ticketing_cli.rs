@@ -22,6 +22,23 @@ pub enum TenantAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// An API key for a tenant's first admin (shown once). The `service`
+    /// scope — the worker's and the AI service's key, acting for every
+    /// tenant — is given here only, never over the API.
+    Create {
+        /// The tenant's name or id.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: *, ai-callback, read, service.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        scopes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum UserAction {
     /// Add a user to a tenant.
     Create(UserArgs),
@@ -98,6 +115,32 @@ pub fn user(action: &UserAction, settings: &Settings) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("{}", serde_json::to_string(&user)?);
+        Ok(())
+    })
+}
+
+pub fn key(action: &KeyAction, settings: &Settings) -> anyhow::Result<()> {
+    let KeyAction::Create {
+        tenant,
+        name,
+        scopes,
+    } = action;
+    block_on(async {
+        let db = open(settings).await?;
+        let tenant_id = directory::tenant_id(&db, tenant).await?;
+        let admin = directory::first_admin(&db, &tenant_id).await?;
+        let key = directory::issue_key(
+            &db,
+            &tenant_id,
+            &admin,
+            name,
+            scopes,
+            &directory::ALL_SCOPES,
+            "cli",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{}", serde_json::to_string(&key)?);
         Ok(())
     })
 }

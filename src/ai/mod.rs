@@ -12,6 +12,7 @@ pub mod similar;
 pub mod state;
 pub mod tenant;
 pub mod tenant_settings;
+pub mod triage;
 pub mod urgency;
 
 use axum::Router;
@@ -25,6 +26,7 @@ pub fn router(state: AiState) -> Router {
         .merge(classify::router())
         .merge(kb::router())
         .merge(similar::router())
+        .merge(triage::router())
         .merge(tenant_settings::router())
         .merge(ops::router())
         .merge(openapi::router())

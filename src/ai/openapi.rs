@@ -163,6 +163,9 @@ pub fn document() -> Value {
             "/v1/tickets/similar": { "post": { "summary": "The nearest earlier tickets (with their resolution when solved) and a duplicate flag (tenant settings; by default cosine ≥ 0.9 within 72 h)",
                 "parameters": [tenant.clone()],
                 "responses": with(json!({ "description": "results: id, subject, score, status, resolution, created_at, duplicate; duplicate_of" })) } },
+            "/v1/triage": { "post": { "summary": "Triage a ticket {ticket_id, subject, body, created_at, callback} on one encoder pass: the tenant's routing heads (category, team, priority), sentiment, urgency, KB suggestions, similar tickets, duplicate and incident; indexes the ticket. callback (the worker's service key only) posts the result to the core first",
+                "parameters": [tenant.clone()],
+                "responses": with(json!({ "description": "{ticket_id, result, callback}" })) } },
             "/v1/settings": {
                 "get": { "summary": "The tenant's thresholds (defaults until set)", "parameters": [tenant.clone()],
                     "responses": { "200": { "description": "The settings", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantSettings" } } } } } },
@@ -279,15 +282,15 @@ fn ticketing() -> (Value, Value) {
             "get": { "summary": "The tenant's teams (staff)", "security": bearer, "responses": with("200", "{items}", &[]) },
             "post": { "summary": "Add a team {name} (admins)", "security": bearer,
                 "responses": with("201", "The team", &[("409", "The name exists")]) } },
-        "/api/v1/api-keys": { "post": { "summary": "A new API key acting as the caller {name, scopes: *, ai-callback, read, service} (admins; shown once)",
+        "/api/v1/api-keys": { "post": { "summary": "A new API key acting as the caller {name, scopes: *, ai-callback, read} (admins; shown once). Service keys (acting for every tenant) come from `helpdesk key create` only",
             "security": bearer, "responses": with("201", "{id, name, prefix, scopes, api_key}", &[]) } },
         "/api/v1/tickets": {
-            "get": { "summary": "Tickets newest first; filters status, priority, team_id, assignee_id, requester_id; limit ≤ 100, before = next_before (customers: their own)",
+            "get": { "summary": "Tickets newest first; filters status, priority, team_id, assignee_id, requester_id, triage (pending, applied, abstained = the triage queue, failed); limit ≤ 100, before = next_before (customers: their own)",
                 "security": bearer, "responses": with("200", "{items, next_before}", &[]) },
             "post": { "summary": "Open a ticket {subject, body, priority, channel, tags; staff: category, team_id, assignee_id, requester_id}; its triage job is queued in the same transaction",
                 "security": bearer, "responses": with("201", "The ticket", &[]) } },
         "/api/v1/tickets/{id}": {
-            "get": { "summary": "A ticket with its triage status", "security": bearer, "parameters": id.clone(),
+            "get": { "summary": "A ticket; for staff with its `triage`: status (pending, applied, abstained, failed), attempts, labels (task → label, top, confidence, threshold, version, alternatives, evidence), sentiment, urgency, suggestions (KB passages), similar (earlier tickets), duplicate_of, incident, applied, skipped", "security": bearer, "parameters": id.clone(),
                 "responses": with("200", "The ticket", &[("404", "No such ticket for this caller")]) },
             "patch": { "summary": "Change status, priority, category, team_id, assignee_id, tags (staff; null clears); routing changes become labels",
                 "security": bearer, "parameters": id.clone(),
@@ -295,8 +298,33 @@ fn ticketing() -> (Value, Value) {
         "/api/v1/tickets/{id}/comments": {
             "get": { "summary": "Comments, oldest first (customers: public ones)", "security": bearer, "parameters": id.clone(),
                 "responses": with("200", "{items}", &[("404", "No such ticket for this caller")]) },
-            "post": { "summary": "Add a comment {body, public} (customers: public only)", "security": bearer, "parameters": id,
-                "responses": with("201", "The comment", &[("404", "No such ticket for this caller")]) } }
+            "post": { "summary": "Add a comment {body, public} (customers: public only)", "security": bearer, "parameters": id.clone(),
+                "responses": with("201", "The comment", &[("404", "No such ticket for this caller")]) } },
+        "/api/v1/tickets/{id}/triage": { "post": { "summary": "The AI service's callback: a triage result {labels, sentiment, urgency, suggestions, similar, duplicate_of, incident}. Applies category/team/priority when the confidence clears the tenant's route_threshold (else the head's own threshold), stores the prediction, adds an internal note with the KB suggestions; once per ticket (a repeat answers replayed: true). Keys with scope ai-callback (own tenant) or service (X-Tenant-Id)",
+            "security": bearer, "parameters": id.clone(),
+            "responses": with("200", "{ticket_id, status: applied|abstained, applied, skipped, note_id, replayed}", &[("404", "No such ticket in the tenant")]) } },
+        "/api/v1/tenant/settings": {
+            "get": { "summary": "The tenant's routing settings {route_threshold (null: each head's own), auto_route_disabled} (staff)", "security": bearer,
+                "responses": with("200", "The settings", &[]) },
+            "put": { "summary": "Replace the routing settings (admins)", "security": bearer,
+                "responses": with("200", "The stored settings", &[]) } },
+        "/api/v1/events": { "get": { "summary": "WebSocket of live events (JSON text messages {kind, tenant_id, ticket_id, requester_id, public, data, at}; kinds ticket.created, ticket.updated, ticket.triaged, comment.added). Staff: every event of the tenant; customers: their tickets' public events",
+            "security": bearer, "responses": with("101", "Switching to WebSocket", &[("400", "Not a WebSocket upgrade")]) } },
+        "/api/v1/analytics/volume": { "get": { "summary": "Tickets created per bucket {since, until (Unix s; default the last 30 days, ≤ 366), interval day|week, by category|team|channel|priority|status} (staff)",
+            "security": bearer, "responses": with("200", "{since, until, interval_s, points: [{bucket, key, count}]}", &[]) } },
+        "/api/v1/analytics/sentiment": { "get": { "summary": "Triaged tickets per bucket and sentiment (same window parameters) (staff)",
+            "security": bearer, "responses": with("200", "{since, until, interval_s, points}", &[]) } },
+        "/api/v1/analytics/sla": { "get": { "summary": "Open tickets past their SLA, and due within 24 h, by priority (staff)",
+            "security": bearer, "responses": with("200", "{at, breached_open, due_within_24h}", &[]) } },
+        "/api/v1/analytics/triage": { "get": { "summary": "Triage coverage (applied vs abstained) and accuracy per task (predicted top label vs the ticket's final one, all and applied only) (staff)",
+            "security": bearer, "responses": with("200", "{since, until, tickets, coverage, accuracy}", &[]) } },
+        "/api/v1/webhooks": {
+            "get": { "summary": "The tenant's webhooks (admins; secrets are not shown again)", "security": bearer,
+                "responses": with("200", "{items}", &[]) },
+            "post": { "summary": "Register {url, events} (admins). Deliveries: POST JSON event, X-Helpdesk-Signature: sha256=HMAC(secret, timestamp + '.' + body), X-Helpdesk-Timestamp, X-Helpdesk-Delivery (same on retries); retried with backoff until 2xx",
+                "security": bearer, "responses": with("201", "{id, url, events, created_at, secret (shown once)}", &[]) } },
+        "/api/v1/webhooks/{id}": { "delete": { "summary": "Remove a webhook (queued deliveries are dropped) (admins)", "security": bearer, "parameters": id,
+                "responses": with("204", "Removed", &[("404", "No such webhook in the tenant")]) } }
     });
     let security = json!({ "bearer": { "type": "http", "scheme": "bearer",
         "description": "An API key (hd_…) or a login token from /api/v1/auth/login" } });

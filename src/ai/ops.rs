@@ -26,8 +26,14 @@ async fn health() -> Json<serde_json::Value> {
 
 /// Readiness: 200 once the model is loaded and warm, 503 before (or if it failed).
 async fn ready(State(state): State<AiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.encoder()?;
-    Ok(Json(json!({ "status": "ready" })))
+    use crate::config::Role;
+    let role = state.settings.server.role;
+    // The core and the worker load no model: they are ready once built
+    // (their database is open).
+    if matches!(role, Role::All | Role::Ai) {
+        state.encoder()?;
+    }
+    Ok(Json(json!({ "status": "ready", "role": role })))
 }
 
 #[derive(Serialize)]

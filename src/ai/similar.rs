@@ -141,7 +141,7 @@ async fn index_ticket(
 /// close to the new one, nearest first; each joins the cluster when it is
 /// close to every member already in (a greedy clique: a ticket that is near
 /// the new one but far from the others does not make an incident).
-fn incident_for(
+pub(crate) fn incident_for(
     index: &dyn crate::vector::VectorIndex,
     tenant: &str,
     point: &IndexPoint,

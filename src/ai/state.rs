@@ -22,6 +22,9 @@ pub struct AiState {
     kb: Arc<OnceLock<Arc<super::kb::KbService>>>,
     /// The ticketing core, whose credentials name a request's tenant.
     core: Arc<OnceLock<crate::ticketing::CoreState>>,
+    /// Where triage results go (`POST /v1/triage` with `callback`): the core
+    /// in-process, or over HTTP (`cluster.core_url`).
+    core_client: Arc<OnceLock<Arc<dyn crate::triage::CoreClient>>>,
     /// Each tenant's thresholds (suggestions, duplicates, incidents).
     pub tenant_settings: Arc<super::tenant_settings::SettingsStore>,
 }
@@ -40,6 +43,7 @@ impl AiState {
             )),
             kb: Arc::default(),
             core: Arc::default(),
+            core_client: Arc::default(),
             tenant_settings: Arc::new(super::tenant_settings::SettingsStore::new(
                 &settings.data_dir,
             )),
@@ -60,6 +64,14 @@ impl AiState {
 
     pub fn core(&self) -> Option<&crate::ticketing::CoreState> {
         self.core.get()
+    }
+
+    pub fn set_core_client(&self, client: Arc<dyn crate::triage::CoreClient>) {
+        let _ = self.core_client.set(client);
+    }
+
+    pub fn core_client(&self) -> Option<&Arc<dyn crate::triage::CoreClient>> {
+        self.core_client.get()
     }
 
     /// The knowledge base, or 503 when its index could not be opened.

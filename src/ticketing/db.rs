@@ -28,12 +28,26 @@ pub struct Db {
 }
 
 /// (version, description, SQLite DDL, PostgreSQL DDL).
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/sqlite/0001_core.sql"),
-    include_str!("../../migrations/postgres/0001_core.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../migrations/sqlite/0001_core.sql"),
+        include_str!("../../migrations/postgres/0001_core.sql"),
+    ),
+    (
+        2,
+        "triage",
+        include_str!("../../migrations/sqlite/0002_triage.sql"),
+        include_str!("../../migrations/postgres/0002_triage.sql"),
+    ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0003_webhooks.sql"),
+        include_str!("../../migrations/postgres/0003_webhooks.sql"),
+    ),
+];
 
 /// The database URL: `url` when set, else `DATABASE_URL`, else a SQLite file
 /// under the data directory.

@@ -367,9 +367,8 @@ pub async fn list_teams(
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     pub name: String,
-    /// Defaults to all (`*`). `ai-callback` for the AI service's key;
-    /// `service` lets a key act for any tenant on the AI service
-    /// (`X-Tenant-Id`).
+    /// Defaults to all (`*`). `ai-callback` for an AI service's key that
+    /// posts this tenant's triage results; `read` for read-only use.
     #[serde(default)]
     pub scopes: Vec<String>,
 }
@@ -384,6 +383,12 @@ pub struct CreatedKey {
     pub api_key: String,
 }
 
+/// Scopes an admin may give a key over the API. `service` (acting for
+/// every tenant on the AI service and the triage callback) is the
+/// operator's: `helpdesk key create` only.
+pub const API_SCOPES: [&str; 3] = ["*", "ai-callback", "read"];
+pub const ALL_SCOPES: [&str; 4] = ["*", "ai-callback", "read", "service"];
+
 /// `POST /api/v1/api-keys` (admins): a key acting as the caller.
 pub async fn create_key(
     State(state): State<CoreState>,
@@ -391,37 +396,52 @@ pub async fn create_key(
     ApiJson(req): ApiJson<NewKeyRequest>,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
     p.require_admin()?;
-    let name = super::bounded("key name", &req.name, 100)?;
-    const SCOPES: [&str; 4] = ["*", "ai-callback", "read", "service"];
-    let scopes = if req.scopes.is_empty() {
+    let key = issue_key(
+        &state.db,
+        &p.tenant_id,
+        &p.user_id,
+        &req.name,
+        &req.scopes,
+        &API_SCOPES,
+        &p.user_id,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(key)))
+}
+
+/// A new key for `user` of `tenant` with `scopes` (default `*`), each one of
+/// `allowed`; audited as `actor`.
+pub async fn issue_key(
+    db: &Db,
+    tenant: &str,
+    user: &str,
+    name: &str,
+    scopes: &[String],
+    allowed: &[&str],
+    actor: &str,
+) -> Result<CreatedKey, ApiError> {
+    let name = super::bounded("key name", name, 100)?;
+    let scopes = if scopes.is_empty() {
         vec!["*".to_string()]
     } else {
-        req.scopes.clone()
+        scopes.to_vec()
     };
-    if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+    if let Some(bad) = scopes.iter().find(|s| !allowed.contains(&s.as_str())) {
         return Err(ApiError::validation(format!(
-            "unknown scope {bad:?}: use {}",
-            SCOPES.join(", ")
+            "scope {bad:?} cannot be given here: use {}",
+            allowed.join(", ")
         )));
     }
     let (id, key) = (new_id(), new_api_key());
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    insert_key(
-        &mut tx,
-        &id,
-        &p.tenant_id,
-        &p.user_id,
-        name,
-        &key,
-        &scopes.join(","),
-    )
-    .await
-    .map_err(db_error)?;
+    let mut tx = db.pool.begin().await.map_err(db_error)?;
+    insert_key(&mut tx, &id, tenant, user, name, &key, &scopes.join(","))
+        .await
+        .map_err(db_error)?;
     let after = serde_json::json!({ "name": name, "prefix": key.prefix, "scopes": scopes });
     audit(
         &mut *tx,
-        &p.tenant_id,
-        &p.user_id,
+        tenant,
+        actor,
         "api_key.create",
         &format!("api_key:{id}"),
         None,
@@ -430,16 +450,25 @@ pub async fn create_key(
     .await
     .map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(CreatedKey {
-            id,
-            name: name.to_string(),
-            prefix: key.prefix,
-            scopes,
-            api_key: key.key,
-        }),
-    ))
+    Ok(CreatedKey {
+        id,
+        name: name.to_string(),
+        prefix: key.prefix,
+        scopes,
+        api_key: key.key,
+    })
+}
+
+/// The tenant's first admin (the CLI's keys act as them).
+pub async fn first_admin(db: &Db, tenant: &str) -> anyhow::Result<String> {
+    let row = sqlx::query(
+        "SELECT id FROM users WHERE tenant_id = $1 AND role = 'admin' ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("tenant {tenant} has no admin"))?;
+    Ok(row.try_get("id")?)
 }
 
 /// The tenant's id for a name or id (the CLI takes either).

@@ -58,6 +58,26 @@ pub enum Failed {
 /// Claims the oldest due job: pending and available, or running with its
 /// lease run out (its worker died). `None` when there is none.
 pub async fn claim(db: &Db, policy: &QueuePolicy, at: i64) -> Result<Option<Job>, sqlx::Error> {
+    claim_of(db, policy, at, &[]).await
+}
+
+/// Claims the oldest due job of one of `kinds` (any kind when empty).
+pub async fn claim_of(
+    db: &Db,
+    policy: &QueuePolicy,
+    at: i64,
+    kinds: &[&str],
+) -> Result<Option<Job>, sqlx::Error> {
+    // Kinds are the program's own constants, never request input.
+    debug_assert!(kinds
+        .iter()
+        .all(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    let only = if kinds.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = kinds.iter().map(|k| format!("'{k}'")).collect();
+        format!(" AND kind IN ({})", list.join(", "))
+    };
     let lock = match db.dialect {
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         Dialect::Sqlite => "",
@@ -66,8 +86,8 @@ pub async fn claim(db: &Db, policy: &QueuePolicy, at: i64) -> Result<Option<Job>
     // whole statement; PostgreSQL skips rows another claimer holds).
     let claimed = sqlx::query(&format!(
         "UPDATE outbox SET status = 'running', attempts = attempts + 1, lease_until = $1 \
-         WHERE id = (SELECT id FROM outbox WHERE (status = 'pending' AND available_at <= $2) \
-         OR (status = 'running' AND lease_until < $2) ORDER BY id LIMIT 1{lock}) \
+         WHERE id = (SELECT id FROM outbox WHERE ((status = 'pending' AND available_at <= $2) \
+         OR (status = 'running' AND lease_until < $2)){only} ORDER BY id LIMIT 1{lock}) \
          RETURNING id, tenant_id, kind, payload, idempotency_key, attempts"
     ))
     .bind(at + policy.lease_s)
@@ -139,6 +159,21 @@ pub async fn fail(
     .execute(&db.pool)
     .await?;
     Ok(outcome)
+}
+
+/// Dead-letters a claimed job at once (an error no retry can mend).
+pub async fn bury(db: &Db, job: &Job, error: &str) -> Result<(), sqlx::Error> {
+    let error: String = error.chars().take(2000).collect();
+    sqlx::query(
+        "UPDATE outbox SET status = 'dead', lease_until = NULL, last_error = $1 \
+         WHERE id = $2 AND status = 'running' AND attempts = $3",
+    )
+    .bind(error)
+    .bind(job.id)
+    .bind(job.attempts)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
 }
 
 /// Claims with the current time.

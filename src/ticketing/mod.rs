@@ -3,13 +3,17 @@
 //! login tokens (`auth`). Creating a ticket writes its triage job to the
 //! outbox in the same transaction.
 
+pub mod analytics;
 pub mod auth;
 pub mod db;
 pub mod directory;
+pub mod events;
 pub mod jobs;
 pub mod tickets;
+pub mod triage;
+pub mod webhooks;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 pub use auth::{Principal, Role};
@@ -19,6 +23,7 @@ pub use db::Db;
 pub struct CoreState {
     pub db: Db,
     pub tokens: auth::TokenSigner,
+    pub events: events::EventBus,
 }
 
 /// Every core route, ready to be merged into the application router.
@@ -39,6 +44,24 @@ pub fn router(state: CoreState) -> Router {
         .route(
             "/api/v1/tickets/{id}",
             get(tickets::read).patch(tickets::update),
+        )
+        .route("/api/v1/tickets/{id}/triage", post(triage::callback))
+        .route("/api/v1/events", get(events::stream))
+        .route("/api/v1/analytics/volume", get(analytics::volume))
+        .route("/api/v1/analytics/sentiment", get(analytics::sentiment))
+        .route("/api/v1/analytics/sla", get(analytics::sla))
+        .route("/api/v1/analytics/triage", get(analytics::triage))
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            axum::routing::delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/tenant/settings",
+            get(triage::get_settings).merge(put(triage::put_settings)),
         )
         .route(
             "/api/v1/tickets/{id}/comments",

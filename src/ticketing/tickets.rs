@@ -14,11 +14,14 @@ use sqlx::Row;
 use super::auth::{Principal, Role};
 use super::db::{audit, db_error, now};
 use super::directory::Items;
+use super::events::Event;
+use super::webhooks;
 use super::CoreState;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 pub const STATUSES: [&str; 5] = ["new", "open", "pending", "solved", "closed"];
 pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+pub const TRIAGE_STATUSES: [&str; 4] = ["pending", "applied", "abstained", "failed"];
 pub const CHANNELS: [&str; 5] = ["web", "email", "api", "phone", "chat"];
 
 /// Resolution due: urgent 4 h, high 24 h, normal 72 h, low 7 days.
@@ -49,20 +52,32 @@ pub struct Ticket {
     pub updated_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub triage: Option<Triage>,
+    #[serde(skip)]
+    pub triage_status: String,
 }
 
-/// The AI triage of a ticket as far as it has got.
+/// The AI triage of a ticket as far as it has got (staff only).
 #[derive(Debug, Clone, Serialize)]
 pub struct Triage {
-    /// pending (queued or running), applied, abstained or failed.
-    pub status: &'static str,
+    /// pending (queued or running), applied, abstained (in the triage queue
+    /// for a human) or failed (its job was dead-lettered).
+    pub status: String,
     pub attempts: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Labels with confidences, sentiment, urgency, suggestions and similar
+    /// tickets (empty until the AI service has answered).
+    #[serde(flatten)]
+    pub result: crate::triage::TriageResult,
+    /// Field → value the triage set on the ticket.
+    pub applied: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Routing tasks not applied, with why.
+    pub skipped: std::collections::BTreeMap<String, String>,
 }
 
 const COLUMNS: &str = "id, subject, body, status, priority, category, team_id, assignee_id, \
-                       requester_id, channel, tags, sla_due, created_at, updated_at";
+                       requester_id, channel, tags, sla_due, created_at, updated_at, \
+                       triage_status";
 
 fn ticket(r: &AnyRow) -> Result<Ticket, sqlx::Error> {
     let tags: String = r.try_get("tags")?;
@@ -82,6 +97,7 @@ fn ticket(r: &AnyRow) -> Result<Ticket, sqlx::Error> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         triage: None,
+        triage_status: r.try_get("triage_status")?,
     })
 }
 
@@ -261,7 +277,19 @@ pub async fn create(
     )
     .await
     .map_err(db_error)?;
+    let data = serde_json::json!({ "subject": created.subject, "status": created.status,
+        "priority": created.priority, "channel": created.channel });
+    let event = Event::new(
+        "ticket.created",
+        &p.tenant_id,
+        created.id,
+        &created.requester_id,
+        true,
+        data,
+    );
+    let event = webhooks::enqueue(&mut tx, event).await.map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
+    state.events.publish(event).await;
     Ok((StatusCode::CREATED, ApiJson(created)))
 }
 
@@ -292,30 +320,42 @@ pub async fn read(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<ApiJson<Ticket>, ApiError> {
     let mut t = visible(&state.db.pool, &p, id).await?;
-    let job = sqlx::query(
-        "SELECT status, attempts, last_error FROM outbox WHERE tenant_id = $1 AND idempotency_key = $2",
-    )
-    .bind(&p.tenant_id)
-    .bind(format!("triage:{id}"))
-    .fetch_optional(&state.db.pool)
-    .await
-    .map_err(db_error)?;
-    if let Some(j) = job {
-        let status: String = j.try_get("status").map_err(db_error)?;
-        t.triage = Some(Triage {
-            status: match status.as_str() {
-                "dead" => "failed",
-                _ => "pending",
-            },
-            attempts: j.try_get("attempts").map_err(db_error)?,
-            error: if p.is_staff() {
-                j.try_get("last_error").map_err(db_error)?
-            } else {
-                None
-            },
-        });
+    if p.is_staff() {
+        t.triage = Some(triage_of(&state.db, &p.tenant_id, &t).await?);
     }
     Ok(ApiJson(t))
+}
+
+/// The ticket's triage: its status, the job's attempts and last error, and
+/// the stored prediction once there is one.
+async fn triage_of(db: &super::Db, tenant: &str, t: &Ticket) -> Result<Triage, ApiError> {
+    let job = sqlx::query(
+        "SELECT attempts, last_error FROM outbox WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(tenant)
+    .bind(format!("triage:{}", t.id))
+    .fetch_optional(&db.pool)
+    .await
+    .map_err(db_error)?;
+    let (attempts, error) = match job {
+        Some(j) => (
+            j.try_get("attempts").map_err(db_error)?,
+            j.try_get("last_error").map_err(db_error)?,
+        ),
+        None => (0, None),
+    };
+    let (result, done) = match super::triage::stored(&db.pool, tenant, t.id).await? {
+        Some((r, d)) => (r, Some(d)),
+        None => (crate::triage::TriageResult::default(), None),
+    };
+    Ok(Triage {
+        status: t.triage_status.clone(),
+        attempts,
+        error,
+        result,
+        applied: done.as_ref().map(|d| d.applied.clone()).unwrap_or_default(),
+        skipped: done.map(|d| d.skipped).unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +366,8 @@ pub struct ListQuery {
     pub team_id: Option<i64>,
     pub assignee_id: Option<String>,
     pub requester_id: Option<String>,
+    /// Triage status (staff): `abstained` is the triage queue.
+    pub triage: Option<String>,
     #[serde(default = "fifty")]
     pub limit: i64,
     /// Tickets with ids below this (the previous page's `next_before`).
@@ -371,6 +413,10 @@ pub async fn list(
     if let Some(s) = &q.priority {
         one_of("priority", s, &PRIORITIES)?;
         add("priority", Bind::Text(s.clone()));
+    }
+    if let Some(s) = &q.triage {
+        one_of("triage", s, &TRIAGE_STATUSES)?;
+        add("triage_status", Bind::Text(s.clone()));
     }
     if let Some(t) = q.team_id {
         add("team_id", Bind::Int(t));
@@ -542,7 +588,18 @@ pub async fn update(
     )
     .await
     .map_err(db_error)?;
+    let data = serde_json::json!({ "before": snapshot(&before), "after": snapshot(&t) });
+    let event = Event::new(
+        "ticket.updated",
+        &p.tenant_id,
+        id,
+        &t.requester_id,
+        true,
+        data,
+    );
+    let event = webhooks::enqueue(&mut tx, event).await.map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
+    state.events.publish(event).await;
     Ok(ApiJson(t))
 }
 
@@ -577,7 +634,7 @@ pub async fn add_comment(
 ) -> Result<(StatusCode, ApiJson<Comment>), ApiError> {
     let body = super::bounded("body", &c.body, 100_000)?;
     let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    visible(&mut *tx, &p, id).await?;
+    let ticket = visible(&mut *tx, &p, id).await?;
     if !c.public && !p.is_staff() {
         return Err(ApiError::Forbidden(
             "customers write public comments only".into(),
@@ -617,7 +674,19 @@ pub async fn add_comment(
     )
     .await
     .map_err(db_error)?;
+    let data = serde_json::json!({ "comment_id": new_id, "author_id": p.user_id,
+        "public": c.public, "body": body });
+    let event = Event::new(
+        "comment.added",
+        &p.tenant_id,
+        id,
+        &ticket.requester_id,
+        c.public,
+        data,
+    );
+    let event = webhooks::enqueue(&mut tx, event).await.map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
+    state.events.publish(event).await;
     Ok((
         StatusCode::CREATED,
         ApiJson(Comment {

@@ -79,12 +79,32 @@ pub struct CoreApp {
     pub db: Db,
     pub acme: CreatedTenant,
     pub globex: CreatedTenant,
+    /// The first process's settings (same database), for a second one.
+    pub settings: helpdesk::config::Settings,
     _pg: Option<PgDatabase>,
 }
 
+/// The core with the triage worker off: these tests drive the outbox
+/// themselves (`triage_api` runs the worker).
 pub async fn spawn_core(backend: Backend) -> CoreApp {
+    spawn_core_with(backend, false).await
+}
+
+pub async fn spawn_core_with(backend: Backend, worker: bool) -> CoreApp {
+    spawn_core_custom(backend, |s| s.worker.enabled = worker).await
+}
+
+/// The core with settings of the test's choosing (the worker is off unless
+/// `tweak` turns it on).
+pub async fn spawn_core_custom(
+    backend: Backend,
+    tweak: impl FnOnce(&mut helpdesk::config::Settings),
+) -> CoreApp {
     let data = crate::helpers::data_dir();
     let mut settings = test_settings();
+    settings.worker.enabled = false;
+    settings.worker.idle_ms = 50;
+    tweak(&mut settings);
     settings.data_dir = data.path().to_path_buf();
     let pg = match backend {
         Backend::Sqlite => None,
@@ -98,6 +118,7 @@ pub async fn spawn_core(backend: Backend) -> CoreApp {
         ),
     };
     settings.database.url = Some(url.clone());
+    let second = settings.clone();
     let mut app = spawn_app_with(settings, false).await;
     app._data = Some(data);
     let db = Db::connect(&url).await.expect("connect");
@@ -112,11 +133,38 @@ pub async fn spawn_core(backend: Backend) -> CoreApp {
         db,
         acme,
         globex,
+        settings: second,
         _pg: pg,
     }
 }
 
 impl CoreApp {
+    /// Another core process on the same database (its own data directory).
+    pub async fn another_process(&self) -> TestApp {
+        let mut s = self.settings.clone();
+        s.data_dir = helpdesk::config::Settings::default().data_dir;
+        spawn_app_with(s, false).await
+    }
+
+    /// A `service` key as the operator makes it (`helpdesk key create`).
+    pub async fn service_key(&self) -> String {
+        let admin = helpdesk::ticketing::directory::first_admin(&self.db, &self.acme.tenant_id)
+            .await
+            .unwrap();
+        helpdesk::ticketing::directory::issue_key(
+            &self.db,
+            &self.acme.tenant_id,
+            &admin,
+            "worker",
+            &["service".to_string()],
+            &helpdesk::ticketing::directory::ALL_SCOPES,
+            "cli",
+        )
+        .await
+        .unwrap()
+        .api_key
+    }
+
     pub async fn call(
         &self,
         method: &str,
@@ -174,7 +222,7 @@ impl CoreApp {
         )
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub async fn count(&self, sql: &str) -> i64 {
         let row = sqlx::query(sql).fetch_one(&self.db.pool).await.unwrap();
         sqlx::Row::try_get(&row, 0).unwrap()
     }
@@ -815,7 +863,7 @@ async fn ai_routes_take_the_tenant_from_the_credential(b: Backend) {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let other: Value = get(&c.globex.api_key).await.unwrap().json().await.unwrap();
     assert_eq!(other["suggest_threshold"], 0.35);
-    // A service key may act for any tenant.
+    // A tenant's admin cannot mint a key that acts for every tenant...
     let (s, k) = c
         .call(
             "POST",
@@ -824,8 +872,9 @@ async fn ai_routes_take_the_tenant_from_the_credential(b: Backend) {
             Some(json!({ "name": "worker", "scopes": ["service"] })),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{k}");
-    let service = k["api_key"].as_str().unwrap().to_string();
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{k}");
+    // ...the operator can (`helpdesk key create`), and it may act for any tenant.
+    let service = c.service_key().await;
     let r = put(service, Some(c.globex.tenant_id.clone()), 0.7)
         .await
         .unwrap();
@@ -962,4 +1011,106 @@ async fn outbox_jobs_are_claimed_once_retried_with_backoff_and_dead_lettered(b: 
         .await;
     assert_eq!(t["triage"]["status"], "failed", "{t}");
     assert_eq!(t["triage"]["error"], "still down");
+}
+
+/// Security headers on every answer, CORS for allowed origins only, and
+/// the per-key and per-IP rate limits (429 with Retry-After, JSON).
+#[tokio::test]
+async fn security_headers_cors_allow_list_and_rate_limits() {
+    let c = spawn_core_custom(Backend::Sqlite, |s| {
+        s.security.cors_origins = vec!["https://desk.acme.test".into()];
+        s.security.rate_per_key = 0.5;
+        s.security.burst_per_key = 3.0;
+        s.security.rate_per_ip = 1.0;
+        s.security.burst_per_ip = 8.0;
+    })
+    .await;
+    let url = format!("{}/api/v1/me", c.app.address);
+    let r = c
+        .app
+        .client
+        .get(&url)
+        .bearer_auth(&c.acme.api_key)
+        .header("origin", "https://desk.acme.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    assert_eq!(h["access-control-allow-origin"], "https://desk.acme.test");
+    assert!(h.get("strict-transport-security").is_none(), "no TLS here");
+    // Behind a TLS proxy: HSTS.
+    let r = c
+        .app
+        .client
+        .get(&url)
+        .bearer_auth(&c.globex.api_key)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .contains("max-age="));
+    // Another origin: no CORS headers; a preflight from it is not allowed.
+    let pre = |origin: &'static str| {
+        c.app
+            .client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let r = pre("https://evil.test").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = pre("https://desk.acme.test").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://desk.acme.test"
+    );
+    assert!(r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+
+    // acme's key used one of its burst of 3 above: two more pass, the next
+    // is 429; globex's key is not affected.
+    let get = |key: &str| c.app.client.get(&url).bearer_auth(key.to_string()).send();
+    assert_eq!(get(&c.acme.api_key).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(&c.acme.api_key).await.unwrap().status(), StatusCode::OK);
+    let r = get(&c.acme.api_key).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(
+        get(&c.globex.api_key).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // The IP's burst of 8 is spent next, whatever the key (no key at all too).
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(c.app.get("/api/v1/me").await.status());
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // The AI service's and the operational routes are not rate-limited here.
+    assert_eq!(c.app.get("/health").await.status(), StatusCode::OK);
 }

@@ -125,6 +125,16 @@ async fn openapi_describes_every_route_and_unknown_routes_are_json_404() {
         "/api/v1/tickets",
         "/api/v1/tickets/{id}",
         "/api/v1/tickets/{id}/comments",
+        "/api/v1/tickets/{id}/triage",
+        "/api/v1/tenant/settings",
+        "/api/v1/events",
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{id}",
+        "/v1/triage",
+        "/api/v1/analytics/volume",
+        "/api/v1/analytics/sentiment",
+        "/api/v1/analytics/sla",
+        "/api/v1/analytics/triage",
     ] {
         assert!(
             doc["paths"][path].is_object(),

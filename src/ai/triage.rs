@@ -1,0 +1,284 @@
+//! `POST /v1/triage`: every routing head the tenant has (category, team,
+//! priority), sentiment, urgency, KB suggestions and similar earlier
+//! tickets for one ticket, on one encoder pass; the ticket is indexed for
+//! later similarity and incident detection. With `callback` (a `service`
+//! key only: the worker's), the result is delivered to the core before the
+//! answer, which is what lets the worker complete its job.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+
+use super::embed::embed_texts;
+use super::tenant::Tenant;
+use super::urgency;
+use super::AiState;
+use crate::error::{ApiError, ApiJson};
+use crate::ml::store::StoreError;
+use crate::triage::{
+    AiClient, Alternative, BoxFut, ClientError, EvidenceItem, LabelPrediction, SentimentReading,
+    SimilarTicket, Suggestion, TriageRequest, TriageResponse, TriageResult, UrgencyReading,
+};
+use crate::vector::{ChunkPayload, IndexPoint, SearchFilter, Source, TicketInfo, Visibility};
+
+/// The heads whose answers route a ticket, when the tenant has them.
+pub const ROUTING_TASKS: [&str; 3] = ["category", "team", "priority"];
+const SUGGESTIONS: usize = 3;
+const SIMILAR: usize = 5;
+
+pub fn router() -> Router<AiState> {
+    Router::new().route("/v1/triage", post(triage))
+}
+
+async fn triage(
+    State(state): State<AiState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<TriageRequest>,
+) -> Result<ApiJson<TriageResponse>, ApiError> {
+    if req.callback {
+        // Only the worker's service key may have the AI write into the core.
+        let service = match state.core() {
+            Some(core) => crate::ticketing::auth::principal_of(core, &headers)
+                .await?
+                .is_some_and(|p| p.scopes.iter().any(|s| s == "service")),
+            None => false,
+        };
+        if !service {
+            return Err(ApiError::Forbidden(
+                "callback needs the worker's service key".into(),
+            ));
+        }
+    }
+    Ok(ApiJson(run(&state, &tenant.0, req).await?))
+}
+
+/// A head of the tenant, `None` when it has none for `task`.
+fn head(
+    state: &AiState,
+    tenant: &str,
+    task: &str,
+) -> Result<Option<std::sync::Arc<crate::ml::model::Classifier>>, ApiError> {
+    match state.heads.active(tenant, task) {
+        Ok(h) => Ok(Some(h)),
+        Err(StoreError::NoModel { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Triage one ticket of `tenant` (and deliver it to the core when asked).
+pub async fn run(
+    state: &AiState,
+    tenant: &str,
+    req: TriageRequest,
+) -> Result<TriageResponse, ApiError> {
+    let text = format!("{}\n{}", req.subject.trim(), req.body.trim())
+        .trim()
+        .to_string();
+    if text.is_empty() {
+        return Err(ApiError::validation("subject and body are empty"));
+    }
+    if req.ticket_id <= 0 {
+        return Err(ApiError::validation("ticket_id must be positive"));
+    }
+    let mut heads = Vec::new();
+    for task in ROUTING_TASKS {
+        if let Some(h) = head(state, tenant, task)? {
+            heads.push((task, h));
+        }
+    }
+    let sentiment_head = head(state, tenant, "sentiment")?;
+    let kb = state.kb()?.clone();
+    let settings = state.tenant_settings(tenant)?;
+    // The one encoder pass every answer below reads.
+    let (mut v, _) = embed_texts(state, vec![text.clone()], true, true).await?;
+    let vector = v.pop().unwrap_or_default();
+
+    let labels = heads
+        .iter()
+        .map(|(task, h)| {
+            let p = h.predict(&vector, &text);
+            let l = LabelPrediction {
+                label: p.label,
+                top: p.top,
+                confidence: p.confidence,
+                threshold: h.card.threshold,
+                version: h.card.version,
+                alternatives: p
+                    .probabilities
+                    .iter()
+                    .take(3)
+                    .map(|s| Alternative {
+                        label: s.label.clone(),
+                        probability: s.probability,
+                    })
+                    .collect(),
+                evidence: p
+                    .evidence
+                    .iter()
+                    .take(3)
+                    .map(|e| EvidenceItem {
+                        text: e.text.clone(),
+                        label: e.label.clone(),
+                        similarity: e.similarity,
+                    })
+                    .collect(),
+            };
+            (task.to_string(), l)
+        })
+        .collect();
+    let sentiment = sentiment_head.map(|h| h.three_way(&h.predict(&vector, &text)));
+    let negative = sentiment.as_ref().and_then(|s| {
+        s.scores
+            .iter()
+            .find(|x| x.label == "negative")
+            .map(|x| x.probability)
+    });
+    let u = urgency::assess(
+        &text,
+        urgency::Context {
+            negative_sentiment: negative,
+            ..Default::default()
+        },
+    );
+    let urgency = UrgencyReading {
+        level: serde_json::to_value(u.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        points: u.points,
+        reasons: u.reasons,
+    };
+
+    // KB suggestions and similar tickets from the same vector; then the
+    // ticket joins the index for the tickets after it.
+    let at = req.created_at.unwrap_or_else(crate::ticketing::db::now);
+    let doc_id = req.ticket_id.to_string();
+    let point = IndexPoint {
+        vector,
+        payload: ChunkPayload {
+            tenant: tenant.to_string(),
+            source: Source::Ticket,
+            doc_id: doc_id.clone(),
+            chunk: 0,
+            title: req.subject.trim().to_string(),
+            text: text.clone(),
+            language: "en".into(),
+            visibility: Visibility::Internal,
+            tags: Vec::new(),
+            updated_at: at,
+            hash: String::new(),
+            ticket: Some(TicketInfo {
+                status: "new".into(),
+                resolution: None,
+            }),
+        },
+    };
+    let tenant_id = tenant.to_string();
+    let query = text.clone();
+    let (suggestions, similar, incident) =
+        tokio::task::spawn_blocking(move || -> Result<_, crate::vector::IndexError> {
+            let index = kb.index.as_ref();
+            let articles = SearchFilter {
+                source: Some(Source::Kb),
+                ..SearchFilter::tenant(&tenant_id)
+            };
+            let mut seen = std::collections::HashSet::new();
+            let suggestions: Vec<Suggestion> = index
+                .search(&point.vector, &articles, SUGGESTIONS * 5)?
+                .into_iter()
+                .filter(|h| {
+                    h.score >= settings.suggest_threshold && seen.insert(h.payload.doc_id.clone())
+                })
+                .take(SUGGESTIONS)
+                .map(|h| Suggestion {
+                    snippet: super::kb::snippet(&h.payload.text, &query),
+                    article_id: h.payload.doc_id,
+                    title: h.payload.title,
+                    score: h.score,
+                })
+                .collect();
+            let tickets = SearchFilter {
+                source: Some(Source::Ticket),
+                exclude_doc: Some(point.payload.doc_id.clone()),
+                ..SearchFilter::tenant(&tenant_id)
+            };
+            let window = settings.duplicate_window_hours * 3600;
+            let similar: Vec<SimilarTicket> = index
+                .search(&point.vector, &tickets, SIMILAR)?
+                .into_iter()
+                .map(|h| SimilarTicket {
+                    duplicate: h.score >= settings.duplicate_threshold
+                        && (at - h.payload.updated_at).abs() <= window,
+                    ticket_id: h.payload.doc_id,
+                    subject: h.payload.title,
+                    score: h.score,
+                    status: h.payload.ticket.map(|t| t.status),
+                })
+                .collect();
+            index.upsert(std::slice::from_ref(&point))?;
+            let incident = super::similar::incident_for(index, &tenant_id, &point, at, &settings)?;
+            Ok((suggestions, similar, incident))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+
+    let result = TriageResult {
+        labels,
+        sentiment: sentiment.map(|s| SentimentReading {
+            label: s.label,
+            confidence: s.confidence,
+        }),
+        urgency: Some(urgency),
+        duplicate_of: similar
+            .iter()
+            .find(|s| s.duplicate)
+            .map(|s| s.ticket_id.clone()),
+        suggestions,
+        similar,
+        incident: incident.map(|i| i.tickets),
+    };
+    let callback = if req.callback {
+        let core = state.core_client().ok_or_else(|| {
+            ApiError::validation(
+                "callback asked for, but this AI service has no core to call (cluster.core_url)",
+            )
+        })?;
+        let done = core
+            .apply_triage(tenant, req.ticket_id, &result)
+            .await
+            .map_err(|e| {
+                if e.retry {
+                    ApiError::NotReady(format!("the core did not take the result: {e}"))
+                } else {
+                    ApiError::validation(format!("the core refused the result: {e}"))
+                }
+            })?;
+        Some(done)
+    } else {
+        None
+    };
+    Ok(TriageResponse {
+        ticket_id: req.ticket_id,
+        result,
+        callback,
+    })
+}
+
+/// In-process: the worker of `helpdesk serve` calls the AI directly.
+impl AiClient for AiState {
+    fn triage<'a>(
+        &'a self,
+        tenant: &'a str,
+        req: TriageRequest,
+    ) -> BoxFut<'a, Result<TriageResponse, ClientError>> {
+        Box::pin(async move { run(self, tenant, req).await.map_err(ClientError::from) })
+    }
+
+    fn ready(&self) -> BoxFut<'_, bool> {
+        let ready = self.encoder().is_ok();
+        Box::pin(async move { ready })
+    }
+}

@@ -1,0 +1,214 @@
+//! The triage worker: claims `triage` jobs from the outbox and has the AI
+//! service triage each ticket, which calls back into the core. A job is
+//! completed only after the callback landed; on an error that may pass it
+//! is retried with backoff, and dead-lettered after the queue's attempts
+//! (the ticket then shows a failed triage). A worker killed mid-job loses
+//! nothing: the lease runs out and a job is claimed again, and the core
+//! applies a ticket's triage once however often it is delivered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio::sync::watch;
+
+use super::{AiClient, ClientError, TriageRequest};
+use crate::ticketing::db::{now, Db};
+use crate::ticketing::jobs::{self, Failed, Job, QueuePolicy};
+
+#[derive(Clone)]
+pub struct Worker {
+    pub db: Db,
+    pub ai: Arc<dyn AiClient>,
+    pub policy: QueuePolicy,
+    /// How long to sleep when the queue is empty or the AI is not ready.
+    pub idle: Duration,
+    /// Delivers webhooks.
+    pub http: reqwest::Client,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// No due job (or the AI service is not ready yet: nothing claimed).
+    Idle,
+    Done(i64),
+    Retry(i64),
+    Dead(i64),
+}
+
+impl Worker {
+    /// Runs `tasks` claim loops until `stop` turns true.
+    pub fn spawn(
+        self,
+        tasks: usize,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..tasks.max(1))
+            .map(|_| {
+                let (w, mut stop) = (self.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !*stop.borrow() {
+                        let idle = match w.step().await {
+                            Ok(Step::Idle) => true,
+                            Ok(_) => false,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "triage worker: database error");
+                                true
+                            }
+                        };
+                        if idle {
+                            tokio::select! {
+                                _ = tokio::time::sleep(w.idle) => {}
+                                changed = stop.changed() => {
+                                    if changed.is_err() {
+                                        break; // the application is gone
+                                    }
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Claims and handles at most one job.
+    pub async fn step(&self) -> Result<Step, sqlx::Error> {
+        // Claiming triage jobs while the AI cannot answer would only burn
+        // their attempts: webhooks still go out meanwhile.
+        let kinds: &[&str] = if self.ai.ready().await {
+            &[]
+        } else {
+            &["webhook"]
+        };
+        let Some(job) = jobs::claim_of(&self.db, &self.policy, now(), kinds).await? else {
+            return Ok(Step::Idle);
+        };
+        match self.handle(&job).await {
+            Ok(()) => {
+                if !jobs::complete(&self.db, &job).await? {
+                    tracing::warn!(job = job.id, "triage job: claim lost before completion");
+                }
+                Ok(Step::Done(job.id))
+            }
+            Err(e) => {
+                let outcome = if e.retry {
+                    jobs::fail(&self.db, &self.policy, &job, &e.message, now()).await?
+                } else {
+                    // A permanent error (a 4xx): retrying cannot help.
+                    jobs::bury(&self.db, &job, &e.message).await?;
+                    Failed::Dead
+                };
+                tracing::warn!(job = job.id, error = %e.message, ?outcome, "triage job failed");
+                match outcome {
+                    Failed::Retry(_) => Ok(Step::Retry(job.id)),
+                    Failed::Dead => {
+                        if let (Some(t), "triage") = (ticket_of(&job), job.kind.as_str()) {
+                            crate::ticketing::triage::mark_failed(&self.db, &job.tenant_id, t)
+                                .await?;
+                        }
+                        Ok(Step::Dead(job.id))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, job: &Job) -> Result<(), ClientError> {
+        match job.kind.as_str() {
+            "triage" => self.triage(job).await,
+            "webhook" => self.deliver(job).await,
+            other => Err(ClientError::new(
+                format!("unknown job kind {other:?}"),
+                false,
+            )),
+        }
+    }
+
+    /// POSTs a webhook delivery, signed (`ticketing::webhooks`). Any answer
+    /// but a 2xx is retried.
+    async fn deliver(&self, job: &Job) -> Result<(), ClientError> {
+        let hook = job.payload["webhook_id"]
+            .as_i64()
+            .ok_or_else(|| ClientError::new("webhook job without a webhook_id", false))?;
+        let target = crate::ticketing::webhooks::target(&self.db, &job.tenant_id, hook)
+            .await
+            .map_err(|e| ClientError::new(format!("read webhook {hook}: {e}"), true))?;
+        let Some((url, secret)) = target else {
+            return Ok(()); // deleted since: dropped
+        };
+        let event = &job.payload["event"];
+        let body = serde_json::to_vec(event).map_err(|e| ClientError::new(e.to_string(), false))?;
+        let ts = now();
+        let r = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(
+                "x-helpdesk-event",
+                event["kind"].as_str().unwrap_or_default(),
+            )
+            .header("x-helpdesk-delivery", &job.idempotency_key)
+            .header("x-helpdesk-timestamp", ts.to_string())
+            .header(
+                "x-helpdesk-signature",
+                crate::ticketing::webhooks::signature(&secret, ts, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::new(format!("webhook {hook}: {e}"), true))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::new(
+                format!("webhook {hook}: the receiver answered {}", r.status()),
+                true,
+            ))
+        }
+    }
+
+    async fn triage(&self, job: &Job) -> Result<(), ClientError> {
+        let id = ticket_of(job)
+            .ok_or_else(|| ClientError::new("triage job without a ticket_id", false))?;
+        let row = sqlx::query(
+            "SELECT subject, body, created_at, triage_status FROM tickets \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(&job.tenant_id)
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(|e| ClientError::new(format!("read ticket {id}: {e}"), true))?;
+        let Some(row) = row else {
+            return Ok(()); // the ticket is gone: nothing to triage
+        };
+        let get = |c: &str| -> Result<String, ClientError> {
+            row.try_get(c)
+                .map_err(|e| ClientError::new(e.to_string(), false))
+        };
+        if get("triage_status")? != "pending" {
+            return Ok(()); // triaged already (an earlier attempt's callback landed)
+        }
+        let req = TriageRequest {
+            ticket_id: id,
+            subject: get("subject")?,
+            body: get("body")?,
+            created_at: row.try_get("created_at").ok(),
+            callback: true,
+        };
+        let answer = self.ai.triage(&job.tenant_id, req).await?;
+        match answer.callback {
+            Some(_) => Ok(()),
+            None => Err(ClientError::new(
+                "the AI service did not deliver the result to the core (is cluster.core_url set on it?)",
+                false,
+            )),
+        }
+    }
+}
+
+fn ticket_of(job: &Job) -> Option<i64> {
+    job.payload.get("ticket_id").and_then(|v| v.as_i64())
+}

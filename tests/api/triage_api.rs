@@ -1,0 +1,634 @@
+//! The triage loop in one process (`helpdesk serve`), on SQLite and on
+//! PostgreSQL: a ticket in, the worker claims its job, the AI service
+//! triages it with the tenant's real trained head and calls back into the
+//! core, which routes it when the confidence clears the tenant's threshold,
+//! stores the prediction and adds an internal note with KB suggestions.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::core_api::{spawn_core_with, Backend, CoreApp};
+use crate::helpers::{repo_path, require_model};
+
+/// The jargon fixture's rows of one split, as training examples.
+fn jargon(split: &str) -> Vec<Value> {
+    let mut r = csv::Reader::from_path(repo_path("tests/fixtures/jargon_tickets.csv")).unwrap();
+    r.records()
+        .map(|x| x.unwrap())
+        .filter(|x| &x[2] == split)
+        .map(|x| json!({ "text": &x[0], "label": &x[1] }))
+        .collect()
+}
+
+async fn wait_ready(c: &CoreApp) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.app.get("/ready").await.status() != 200 {
+        assert!(Instant::now() < deadline, "the model did not load");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Trains acme's `team` head through the AI service with acme's admin key.
+pub async fn train_team_head(c: &CoreApp) {
+    let (s, started) = c
+        .call(
+            "POST",
+            "/v1/models/team/train",
+            &c.acme.api_key,
+            Some(json!({ "examples": jargon("train"), "heldout": jargon("test"), "seed": 7 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{started}");
+    let url = started["status_url"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, job) = c.call("GET", url, &c.acme.api_key, None).await;
+        match job["status"].as_str().unwrap() {
+            "succeeded" => break,
+            "failed" => panic!("training failed: {job}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "training did not finish: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls the ticket (as `who`) until its triage has left `pending`.
+pub async fn triaged(c: &CoreApp, who: &str, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, t) = c
+            .call("GET", &format!("/api/v1/tickets/{id}"), who, None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        if t["triage"]["status"] != "pending" {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "not triaged in time: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    a_ticket_is_triaged_routed_and_noted_once,
+    triage_results_apply_by_the_tenants_rules,
+);
+
+async fn a_ticket_is_triaged_routed_and_noted_once(b: Backend) {
+    require_model();
+    let c = spawn_core_with(b, true).await;
+    wait_ready(&c).await;
+    train_team_head(&c).await;
+    let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+    let mut teams = std::collections::HashMap::new();
+    for name in ["network", "database"] {
+        let (s, t) = c
+            .call(
+                "POST",
+                "/api/v1/teams",
+                &c.acme.api_key,
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        teams.insert(name, t["id"].as_i64().unwrap());
+    }
+    let (s, a) = c
+        .call(
+            "POST",
+            "/v1/kb/articles",
+            &c.acme.api_key,
+            Some(json!({
+                "id": "vpn-gateway",
+                "title": "GlobalProtect cannot find the VPN gateway",
+                "body": "When GlobalProtect says the gateway is not found, check that the portal address is vpn.acme.test, then sign out and in again. If it still fails from home, restart the GlobalProtect service."
+            })),
+        )
+        .await;
+    assert!(s.is_success(), "{a}");
+    // Route whenever the head is at least this sure.
+    let (s, r) = c
+        .call(
+            "PUT",
+            "/api/v1/tenant/settings",
+            &c.acme.api_key,
+            Some(json!({ "route_threshold": 0.05 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+
+    // A customer's ticket comes in; the worker has it triaged.
+    let (s, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "GlobalProtect says gateway not found since yesterday", "body": "I work from home and the VPN will not connect." })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let id = t["id"].as_i64().unwrap();
+    let t = triaged(&c, &c.acme.api_key, id).await;
+    let tr = &t["triage"];
+    assert_eq!(tr["status"], "applied", "{t}");
+    assert_eq!(tr["labels"]["team"]["top"], "network", "{tr}");
+    assert_eq!(t["team_id"], teams["network"], "{t}");
+    assert_eq!(tr["applied"]["team_id"], teams["network"]);
+    assert_eq!(tr["labels"]["team"]["version"], 1);
+    let conf = tr["labels"]["team"]["confidence"].as_f64().unwrap();
+    assert!(conf > 0.05 && conf <= 1.0, "{conf}");
+    assert!(!tr["labels"]["team"]["evidence"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(
+        ["negative", "neutral", "positive"].contains(&tr["sentiment"]["label"].as_str().unwrap())
+    );
+    assert!(
+        ["low", "normal", "high", "critical"].contains(&tr["urgency"]["level"].as_str().unwrap())
+    );
+    assert_eq!(tr["suggestions"][0]["article_id"], "vpn-gateway", "{tr}");
+    assert_eq!(tr["attempts"], 1);
+    // The suggestion is an internal note: the agent sees it, the customer not.
+    let (_, notes) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/comments"),
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    let note = notes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["public"] == false)
+        .unwrap_or_else(|| panic!("no internal note: {notes}"));
+    assert!(
+        note["body"]
+            .as_str()
+            .unwrap()
+            .contains("GlobalProtect cannot find the VPN gateway"),
+        "{note}"
+    );
+    let (_, seen) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/comments"),
+            &customer,
+            None,
+        )
+        .await;
+    assert!(seen["items"].as_array().unwrap().is_empty(), "{seen}");
+    let (_, mine) = c
+        .call("GET", &format!("/api/v1/tickets/{id}"), &customer, None)
+        .await;
+    assert!(
+        mine.get("triage").is_none(),
+        "customers do not see the AI's reading: {mine}"
+    );
+    assert_eq!(
+        c.count(&format!(
+            "SELECT COUNT(*) FROM outbox WHERE idempotency_key = 'triage:{id}' AND status = 'done'"
+        ))
+        .await,
+        1
+    );
+
+    // The same result delivered again (a retried job) changes nothing.
+    let service = c.service_key().await;
+    let replay = c
+        .app
+        .client
+        .post(format!("{}/api/v1/tickets/{id}/triage", c.app.address))
+        .bearer_auth(&service)
+        .header("x-tenant-id", &c.acme.tenant_id)
+        .json(&json!({ "labels": { "team": { "label": "database", "top": "database", "confidence": 0.99, "threshold": 0.5, "version": 1, "alternatives": [], "evidence": [] } } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::OK);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["replayed"], true, "{replay}");
+    let (_, again) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}"),
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(again["team_id"], teams["network"]);
+    assert_eq!(
+        c.count(&format!(
+            "SELECT COUNT(*) FROM predictions WHERE ticket_id = {id}"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        c.count(&format!(
+            "SELECT COUNT(*) FROM comments WHERE ticket_id = {id} AND public = 0"
+        ))
+        .await,
+        1
+    );
+
+    // Only the AI service's keys may post results; another tenant's is 404.
+    let (s, _) = c
+        .call(
+            "POST",
+            &format!("/api/v1/tickets/{id}/triage"),
+            &c.acme.api_key,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, k) = c
+        .call(
+            "POST",
+            "/api/v1/api-keys",
+            &c.globex.api_key,
+            Some(json!({ "name": "ai", "scopes": ["ai-callback"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let (s, r) = c
+        .call(
+            "POST",
+            &format!("/api/v1/tickets/{id}/triage"),
+            k["api_key"].as_str().unwrap(),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{r}");
+    // An ordinary key cannot have the AI service call back either.
+    let (s, _) = c
+        .call(
+            "POST",
+            "/v1/triage",
+            &c.acme.api_key,
+            Some(json!({ "ticket_id": id, "subject": "x", "callback": true })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // A ticket no team of the tenant fits, under a strict threshold: it
+    // stays in the triage queue (the threshold rules: the next test).
+    let (s, _) = c
+        .call(
+            "PUT",
+            "/api/v1/tenant/settings",
+            &c.acme.api_key,
+            Some(json!({ "route_threshold": 0.99 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "Where can I find the holiday calendar for next year?" })),
+        )
+        .await;
+    let id2 = t["id"].as_i64().unwrap();
+    let t = triaged(&c, &c.acme.api_key, id2).await;
+    assert_eq!(t["triage"]["status"], "abstained", "{t}");
+    assert_eq!(t["team_id"], Value::Null);
+    assert!(
+        t["triage"]["skipped"]["team"].is_string(),
+        "why not routed: {t}"
+    );
+    let (_, queue) = c
+        .call(
+            "GET",
+            "/api/v1/tickets?triage=abstained",
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    let ids: Vec<i64> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id2]);
+    // The similar earlier ticket is found; the audit log has both triages.
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM audit_log WHERE action = 'ticket.triage'")
+            .await,
+        2
+    );
+    // Analytics: coverage and accuracy of the triage; an agent's re-route
+    // is a label for training and counts against the AI's accuracy.
+    let (s, a) = c
+        .call("GET", "/api/v1/analytics/triage", &c.acme.api_key, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        (
+            a["tickets"]["applied"].as_i64(),
+            a["tickets"]["abstained"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{a}"
+    );
+    assert_eq!(a["coverage"], 0.5);
+    assert_eq!(
+        (
+            a["accuracy"]["team"]["compared"].as_i64(),
+            a["accuracy"]["team"]["correct"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{a}"
+    );
+    let (s, _) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/tickets/{id}"),
+            &c.acme.api_key,
+            Some(json!({ "team_id": teams["database"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        c.count(&format!("SELECT COUNT(*) FROM labels WHERE ticket_id = {id} AND task = 'team' AND label = '{}' AND previous = '{}'", teams["database"], teams["network"])).await,
+        1
+    );
+    let (_, a) = c
+        .call("GET", "/api/v1/analytics/triage", &c.acme.api_key, None)
+        .await;
+    assert_eq!(a["accuracy"]["team"]["correct"], 0, "{a}");
+    assert_eq!(a["accuracy"]["team"]["accuracy"], 0.0);
+    let (_, v) = c
+        .call(
+            "GET",
+            "/api/v1/analytics/volume?by=team",
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    let mut keys: Vec<(String, i64)> = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap().to_string(),
+                p["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![("(none)".to_string(), 1), ("database".to_string(), 1)],
+        "{v}"
+    );
+    let (_, st) = c
+        .call("GET", "/api/v1/analytics/sentiment", &c.acme.api_key, None)
+        .await;
+    let total: i64 = st["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "{st}");
+    let (s, _) = c
+        .call("GET", "/api/v1/analytics/sla", &customer, None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "staff only");
+    let (s, e) = c
+        .call(
+            "GET",
+            "/api/v1/analytics/volume?by=nope",
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    // Bad settings are refused and change nothing.
+    let (s, e) = c
+        .call(
+            "PUT",
+            "/api/v1/tenant/settings",
+            &c.acme.api_key,
+            Some(json!({ "route_threshold": 7 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (_, now) = c
+        .call("GET", "/api/v1/tenant/settings", &c.acme.api_key, None)
+        .await;
+    assert!(
+        (now["route_threshold"].as_f64().unwrap() - 0.99).abs() < 1e-6,
+        "{now}"
+    );
+}
+
+/// A triage result as the AI service would post it: one routing head.
+fn result(task: &str, label: Option<&str>, top: &str, confidence: f64) -> Value {
+    json!({ "labels": { task: { "label": label, "top": top, "confidence": confidence,
+        "threshold": 0.8, "version": 3, "alternatives": [], "evidence": [] } } })
+}
+
+/// The core's rules for a result, with results posted by the AI's service
+/// key (no worker: nothing else triages these tickets).
+async fn triage_results_apply_by_the_tenants_rules(b: Backend) {
+    let c = &crate::core_api::spawn_core(b).await;
+    let service = c.service_key().await;
+    let (_, team) = c
+        .call(
+            "POST",
+            "/api/v1/teams",
+            &c.acme.api_key,
+            Some(json!({ "name": "network" })),
+        )
+        .await;
+    let network = team["id"].as_i64().unwrap();
+    let new_ticket = |body: Value| async move {
+        let (s, t) = c
+            .call("POST", "/api/v1/tickets", &c.acme.api_key, Some(body))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        t["id"].as_i64().unwrap()
+    };
+    let post = |id: i64, body: Value| {
+        let service = service.clone();
+        let tenant = c.acme.tenant_id.clone();
+        async move {
+            let r = c
+                .app
+                .client
+                .post(format!("{}/api/v1/tickets/{id}/triage", c.app.address))
+                .bearer_auth(service)
+                .header("x-tenant-id", tenant)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    let settings = |v: Value| async move {
+        let (s, r) = c
+            .call("PUT", "/api/v1/tenant/settings", &c.acme.api_key, Some(v))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+    };
+
+    // No tenant threshold: the head's own decision counts.
+    let a = new_ticket(json!({ "subject": "VPN" })).await;
+    let (s, r) = post(a, result("team", None, "network", 0.7)).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "abstained");
+    assert!(
+        r["skipped"]["team"]
+            .as_str()
+            .unwrap()
+            .contains("head's threshold"),
+        "{r}"
+    );
+    let b2 = new_ticket(json!({ "subject": "VPN" })).await;
+    let (_, r) = post(b2, result("team", Some("network"), "network", 0.85)).await;
+    assert_eq!(
+        (r["status"].as_str(), r["applied"]["team_id"].as_i64()),
+        (Some("applied"), Some(network)),
+        "{r}"
+    );
+
+    // The tenant's threshold overrides the head's either way.
+    settings(json!({ "route_threshold": 0.6 })).await;
+    let d = new_ticket(json!({ "subject": "VPN" })).await;
+    let (_, r) = post(d, result("team", None, "network", 0.7)).await;
+    assert_eq!(r["status"], "applied", "{r}");
+    settings(json!({ "route_threshold": 0.9 })).await;
+    let e = new_ticket(json!({ "subject": "VPN" })).await;
+    let (_, r) = post(e, result("team", Some("network"), "network", 0.85)).await;
+    assert_eq!(r["status"], "abstained", "{r}");
+    assert!(
+        r["skipped"]["team"]
+            .as_str()
+            .unwrap()
+            .contains("tenant's threshold 0.900"),
+        "{r}"
+    );
+    let (_, t) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{e}"),
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (t["team_id"].clone(), t["triage"]["status"].as_str()),
+        (Value::Null, Some("abstained"))
+    );
+
+    // What a person set is kept; a category is set when there is none.
+    let f = new_ticket(json!({ "subject": "VPN", "category": "access" })).await;
+    let (_, r) = post(f, result("category", Some("network"), "network", 0.95)).await;
+    assert_eq!(r["status"], "abstained");
+    assert_eq!(r["skipped"]["category"], "the ticket already has one");
+    let g = new_ticket(json!({ "subject": "VPN" })).await;
+    let (_, r) = post(g, result("category", Some("vpn"), "vpn", 0.95)).await;
+    assert_eq!(r["applied"]["category"], "vpn", "{r}");
+
+    // Priority: from a head while the ticket is new (its SLA follows);
+    // without a priority head, urgency raises it, never lowers it.
+    let h = new_ticket(json!({ "subject": "VPN" })).await;
+    let (_, r) = post(h, result("priority", Some("urgent"), "urgent", 0.95)).await;
+    assert_eq!(r["applied"]["priority"], "urgent", "{r}");
+    let (_, t) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{h}"),
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(
+        t["sla_due"].as_i64().unwrap() - t["created_at"].as_i64().unwrap(),
+        4 * 3600
+    );
+    let i = new_ticket(json!({ "subject": "VPN" })).await;
+    let urgent =
+        json!({ "urgency": { "level": "critical", "points": 5, "reasons": ["outage: down"] } });
+    let (_, r) = post(i, urgent.clone()).await;
+    assert_eq!(r["applied"]["priority"], "urgent", "{r}");
+    let j = new_ticket(json!({ "subject": "VPN", "priority": "urgent" })).await;
+    let calm = json!({ "urgency": { "level": "high", "points": 3, "reasons": [] } });
+    let (_, r) = post(j, calm).await;
+    assert_eq!(r["status"], "abstained", "never lowered: {r}");
+    let k = new_ticket(json!({ "subject": "VPN" })).await;
+    c.call(
+        "PATCH",
+        &format!("/api/v1/tickets/{k}"),
+        &c.acme.api_key,
+        Some(json!({ "status": "open" })),
+    )
+    .await;
+    let (_, r) = post(k, result("priority", Some("high"), "high", 0.95)).await;
+    assert!(
+        r["skipped"]["priority"]
+            .as_str()
+            .unwrap()
+            .contains("being worked"),
+        "{r}"
+    );
+
+    // Routing off: the prediction is stored, nothing applied.
+    settings(json!({ "route_threshold": null, "auto_route_disabled": true })).await;
+    let m = new_ticket(json!({ "subject": "VPN" })).await;
+    let (_, r) = post(m, result("team", Some("network"), "network", 0.99)).await;
+    assert_eq!(r["status"], "abstained");
+    assert!(
+        r["skipped"]["team"].as_str().unwrap().contains("off"),
+        "{r}"
+    );
+    assert_eq!(
+        c.count(&format!(
+            "SELECT COUNT(*) FROM predictions WHERE ticket_id = {m}"
+        ))
+        .await,
+        1
+    );
+
+    // Bad results are 422 and change nothing; a missing ticket is 404.
+    let n = new_ticket(json!({ "subject": "VPN" })).await;
+    let (s, _) = post(n, result("team", Some("network"), "network", 1.5)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = post(n, json!({ "labels": "nope" })).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        c.count(&format!(
+            "SELECT COUNT(*) FROM predictions WHERE ticket_id = {n}"
+        ))
+        .await,
+        0
+    );
+    let (s, _) = post(999_999, json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
