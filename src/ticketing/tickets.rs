@@ -330,26 +330,34 @@ pub async fn read(
 /// the stored prediction once there is one.
 async fn triage_of(db: &super::Db, tenant: &str, t: &Ticket) -> Result<Triage, ApiError> {
     let job = sqlx::query(
-        "SELECT attempts, last_error FROM outbox WHERE tenant_id = $1 AND idempotency_key = $2",
+        "SELECT status, attempts, last_error FROM outbox WHERE tenant_id = $1 AND idempotency_key = $2",
     )
     .bind(tenant)
     .bind(format!("triage:{}", t.id))
     .fetch_optional(&db.pool)
     .await
     .map_err(db_error)?;
-    let (attempts, error) = match job {
+    let (attempts, error, dead) = match job {
         Some(j) => (
             j.try_get("attempts").map_err(db_error)?,
             j.try_get("last_error").map_err(db_error)?,
+            j.try_get::<String, _>("status").map_err(db_error)? == "dead",
         ),
-        None => (0, None),
+        None => (0, None, false),
     };
     let (result, done) = match super::triage::stored(&db.pool, tenant, t.id).await? {
         Some((r, d)) => (r, Some(d)),
         None => (crate::triage::TriageResult::default(), None),
     };
+    // A job dead-lettered by anyone but the worker (which marks the ticket
+    // itself) still reads as failed.
+    let status = if dead && t.triage_status == "pending" {
+        "failed".to_string()
+    } else {
+        t.triage_status.clone()
+    };
     Ok(Triage {
-        status: t.triage_status.clone(),
+        status,
         attempts,
         error,
         result,

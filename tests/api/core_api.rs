@@ -296,6 +296,10 @@ async fn a_ticket_goes_from_customer_to_agent_with_its_outbox_job_audit_and_labe
         .call("GET", &format!("/api/v1/tickets/{id}"), &customer, None)
         .await;
     assert_eq!(s, StatusCode::OK);
+    assert!(read.get("triage").is_none(), "staff only: {read}");
+    let (_, read) = c
+        .call("GET", &format!("/api/v1/tickets/{id}"), &agent, None)
+        .await;
     assert_eq!(read["triage"]["status"], "pending", "{read}");
 
     // Another customer of the same tenant does not see it; the agent does.
