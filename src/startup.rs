@@ -164,7 +164,13 @@ pub async fn core_state(settings: &Settings) -> anyhow::Result<CoreState> {
         }
         None => crate::ticketing::events::EventBus::local(),
     };
-    Ok(CoreState { db, tokens, events })
+    let writer = crate::ticketing::writer::TicketWriter::spawn(db.clone(), events.clone());
+    Ok(CoreState {
+        db,
+        tokens,
+        events,
+        writer,
+    })
 }
 
 /// The routes of the role: the AI service's (`/v1`, `/embed`, …), the

@@ -25,6 +25,35 @@ pub enum Dialect {
 pub struct Db {
     pub pool: AnyPool,
     pub dialect: Dialect,
+    /// SQLite has one writer at a time: write transactions queue here, in
+    /// order, instead of polling SQLite's lock with its busy-handler sleeps.
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction; on SQLite it holds the process's write turn until
+/// it commits or is dropped (rolled back).
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::Transaction<'static, sqlx::Any>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
 }
 
 /// (version, description, SQLite DDL, PostgreSQL DDL).
@@ -93,9 +122,25 @@ impl Db {
             Dialect::Postgres => options.max_connections(16),
         };
         let pool = options.connect(url).await?;
-        let db = Self { pool, dialect };
+        let db = Self {
+            pool,
+            dialect,
+            write_lock: Default::default(),
+        };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Begins a transaction that writes (see `WriteTx`).
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match self.dialect {
+            Dialect::Sqlite => Some(self.write_lock.clone().lock_owned().await),
+            Dialect::Postgres => None,
+        };
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            _turn: turn,
+        })
     }
 
     /// Applies the migrations not yet applied (idempotent).

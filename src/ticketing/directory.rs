@@ -57,12 +57,12 @@ pub async fn create_tenant(
     let hash = hash_password(admin_password)?;
     let (tenant_id, user_id, key) = (new_id(), new_id(), new_api_key());
     let at = now();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(&tenant_id)
         .bind(name)
         .bind(at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| match e.as_database_error() {
             Some(d) if d.is_unique_violation() => anyhow::anyhow!("tenant {name:?} exists"),
@@ -89,7 +89,7 @@ pub async fn create_tenant(
     )
     .await?;
     audit(
-        &mut *tx,
+        &mut **tx,
         &tenant_id,
         "cli",
         "tenant.create",
@@ -204,7 +204,7 @@ pub async fn add_user(
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(ApiError::Internal)?;
     let id = new_id();
-    let mut tx = db.pool.begin().await.map_err(db_error)?;
+    let mut tx = db.begin_write().await.map_err(db_error)?;
     insert_user(&mut tx, tenant_id, &id, &email, name, u.role, &hash)
         .await
         .map_err(|e| match db_error(e) {
@@ -222,7 +222,7 @@ pub async fn add_user(
     };
     let after = serde_json::json!({ "email": created.email, "role": created.role });
     audit(
-        &mut *tx,
+        &mut **tx,
         tenant_id,
         actor,
         "user.create",
@@ -303,14 +303,14 @@ pub async fn create_team(
 ) -> Result<(StatusCode, ApiJson<Team>), ApiError> {
     p.require_admin()?;
     let name = super::bounded("team name", &t.name, 100)?;
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
+    let mut tx = state.db.begin_write().await.map_err(db_error)?;
     let id: i64 = sqlx::query(
         "INSERT INTO teams (tenant_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(&p.tenant_id)
     .bind(name)
     .bind(now())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(|e| match db_error(e) {
         ApiError::Conflict(_) => ApiError::Conflict(format!("team {name:?} exists")),
@@ -320,7 +320,7 @@ pub async fn create_team(
     .map_err(db_error)?;
     let after = serde_json::json!({ "name": name });
     audit(
-        &mut *tx,
+        &mut **tx,
         &p.tenant_id,
         &p.user_id,
         "team.create",
@@ -433,13 +433,13 @@ pub async fn issue_key(
         )));
     }
     let (id, key) = (new_id(), new_api_key());
-    let mut tx = db.pool.begin().await.map_err(db_error)?;
+    let mut tx = db.begin_write().await.map_err(db_error)?;
     insert_key(&mut tx, &id, tenant, user, name, &key, &scopes.join(","))
         .await
         .map_err(db_error)?;
     let after = serde_json::json!({ "name": name, "prefix": key.prefix, "scopes": scopes });
     audit(
-        &mut *tx,
+        &mut **tx,
         tenant,
         actor,
         "api_key.create",

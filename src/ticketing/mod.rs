@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod tickets;
 pub mod triage;
 pub mod webhooks;
+pub mod writer;
 
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -24,6 +25,8 @@ pub struct CoreState {
     pub db: Db,
     pub tokens: auth::TokenSigner,
     pub events: events::EventBus,
+    /// Ticket creation (group commit).
+    pub writer: writer::TicketWriter,
 }
 
 /// Every core route, ready to be merged into the application router.

@@ -219,78 +219,101 @@ pub async fn create(
     if let Some(c) = &t.category {
         check_category(c)?;
     }
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    if let Some(team) = t.team_id {
-        check_team(&mut tx, &p.tenant_id, team).await?;
-    }
-    if let Some(a) = &t.assignee_id {
-        check_user(&mut tx, &p.tenant_id, a, true).await?;
-    }
     let requester = t.requester_id.clone().unwrap_or_else(|| p.user_id.clone());
-    if t.requester_id.is_some() {
-        check_user(&mut tx, &p.tenant_id, &requester, false).await?;
+    if staff_fields {
+        // References are checked before the write (teams and users are
+        // never deleted; the foreign keys still guard the insert).
+        let mut read = state.db.pool.begin().await.map_err(db_error)?;
+        if let Some(team) = t.team_id {
+            check_team(&mut read, &p.tenant_id, team).await?;
+        }
+        if let Some(a) = &t.assignee_id {
+            check_user(&mut read, &p.tenant_id, a, true).await?;
+        }
+        if t.requester_id.is_some() {
+            check_user(&mut read, &p.tenant_id, &requester, false).await?;
+        }
     }
-    let at = now();
     let tags = serde_json::to_string(&t.tags).map_err(|e| ApiError::Internal(e.into()))?;
+    let row = super::writer::NewRow {
+        tenant_id: p.tenant_id.clone(),
+        actor: p.user_id.clone(),
+        subject: subject.to_string(),
+        body: t.body,
+        priority: priority.to_string(),
+        category: t.category.as_deref().map(|c| c.trim().to_string()),
+        team_id: t.team_id,
+        assignee_id: t.assignee_id,
+        requester_id: requester,
+        channel: channel.to_string(),
+        tags,
+    };
+    let created = state.writer.create(row).await?;
+    Ok((StatusCode::CREATED, ApiJson(created)))
+}
+
+/// Inserts one ticket with its triage job, audit entry and webhook
+/// deliveries in the caller's transaction; the event to publish after it
+/// commits.
+pub(super) async fn insert_ticket(
+    tx: &mut super::db::WriteTx,
+    r: &super::writer::NewRow,
+    at: i64,
+) -> Result<(Ticket, Event), sqlx::Error> {
     let row = sqlx::query(&format!(
         "INSERT INTO tickets (tenant_id, subject, body, status, priority, category, team_id, \
          assignee_id, requester_id, channel, tags, sla_due, created_at, updated_at) \
          VALUES ($1, $2, $3, 'new', $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING {COLUMNS}"
     ))
-    .bind(&p.tenant_id)
-    .bind(subject)
-    .bind(&t.body)
-    .bind(priority)
-    .bind(t.category.as_deref().map(str::trim))
-    .bind(t.team_id)
-    .bind(t.assignee_id.as_deref())
-    .bind(&requester)
-    .bind(channel)
-    .bind(&tags)
-    .bind(at + sla_seconds(priority))
+    .bind(&r.tenant_id)
+    .bind(&r.subject)
+    .bind(&r.body)
+    .bind(&r.priority)
+    .bind(r.category.as_deref())
+    .bind(r.team_id)
+    .bind(r.assignee_id.as_deref())
+    .bind(&r.requester_id)
+    .bind(&r.channel)
+    .bind(&r.tags)
+    .bind(at + sla_seconds(&r.priority))
     .bind(at)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let created = ticket(&row).map_err(db_error)?;
+    .fetch_one(&mut ***tx)
+    .await?;
+    let created = ticket(&row)?;
     // The triage job, in the same transaction: no ticket without its job.
     sqlx::query(
         "INSERT INTO outbox (tenant_id, kind, payload, idempotency_key, available_at, created_at) \
          VALUES ($1, 'triage', $2, $3, $4, $4)",
     )
-    .bind(&p.tenant_id)
+    .bind(&r.tenant_id)
     .bind(serde_json::json!({ "ticket_id": created.id }).to_string())
     .bind(format!("triage:{}", created.id))
     .bind(at)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
+    .execute(&mut ***tx)
+    .await?;
     let after = serde_json::json!({ "subject": created.subject, "priority": created.priority });
     audit(
-        &mut *tx,
-        &p.tenant_id,
-        &p.user_id,
+        &mut ***tx,
+        &r.tenant_id,
+        &r.actor,
         "ticket.create",
         &format!("ticket:{}", created.id),
         None,
         Some(&after),
     )
-    .await
-    .map_err(db_error)?;
+    .await?;
     let data = serde_json::json!({ "subject": created.subject, "status": created.status,
         "priority": created.priority, "channel": created.channel });
     let event = Event::new(
         "ticket.created",
-        &p.tenant_id,
+        &r.tenant_id,
         created.id,
         &created.requester_id,
         true,
         data,
     );
-    let event = webhooks::enqueue(&mut tx, event).await.map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
-    state.events.publish(event).await;
-    Ok((StatusCode::CREATED, ApiJson(created)))
+    let event = webhooks::enqueue(tx, event).await?;
+    Ok((created, event))
 }
 
 /// The ticket when the principal may see it; 404 otherwise.
@@ -497,8 +520,8 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<TicketPatch>,
 ) -> Result<ApiJson<Ticket>, ApiError> {
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    let before = visible(&mut *tx, &p, id).await?;
+    let mut tx = state.db.begin_write().await.map_err(db_error)?;
+    let before = visible(&mut **tx, &p, id).await?;
     p.require_staff()?;
     let mut t = before.clone();
     if let Some(s) = &patch.status {
@@ -546,7 +569,7 @@ pub async fn update(
     .bind(t.updated_at)
     .bind(&p.tenant_id)
     .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(db_error)?;
     // Routing corrections become training labels.
@@ -576,7 +599,7 @@ pub async fn update(
             .bind(old)
             .bind(&p.user_id)
             .bind(t.updated_at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db_error)?;
         }
@@ -586,7 +609,7 @@ pub async fn update(
             "team_id": x.team_id, "assignee_id": x.assignee_id, "tags": x.tags })
     };
     audit(
-        &mut *tx,
+        &mut **tx,
         &p.tenant_id,
         &p.user_id,
         "ticket.update",
@@ -641,8 +664,8 @@ pub async fn add_comment(
     ApiJson(c): ApiJson<NewComment>,
 ) -> Result<(StatusCode, ApiJson<Comment>), ApiError> {
     let body = super::bounded("body", &c.body, 100_000)?;
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    let ticket = visible(&mut *tx, &p, id).await?;
+    let mut tx = state.db.begin_write().await.map_err(db_error)?;
+    let ticket = visible(&mut **tx, &p, id).await?;
     if !c.public && !p.is_staff() {
         return Err(ApiError::Forbidden(
             "customers write public comments only".into(),
@@ -659,7 +682,7 @@ pub async fn add_comment(
     .bind(body)
     .bind(i64::from(c.public))
     .bind(at)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(db_error)?
     .try_get("id")
@@ -668,11 +691,11 @@ pub async fn add_comment(
         .bind(at)
         .bind(&p.tenant_id)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
     audit(
-        &mut *tx,
+        &mut **tx,
         &p.tenant_id,
         &p.user_id,
         "comment.add",

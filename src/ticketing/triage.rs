@@ -95,18 +95,18 @@ pub async fn put_settings(
 ) -> Result<ApiJson<RoutingSettings>, ApiError> {
     p.require_admin()?;
     s.check()?;
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    let before = routing_settings(&mut *tx, &p.tenant_id).await?;
+    let mut tx = state.db.begin_write().await.map_err(db_error)?;
+    let before = routing_settings(&mut **tx, &p.tenant_id).await?;
     let after = serde_json::to_value(&s).map_err(|e| ApiError::Internal(e.into()))?;
     sqlx::query("UPDATE tenants SET settings = $1 WHERE id = $2")
         .bind(after.to_string())
         .bind(&p.tenant_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
     let before = serde_json::to_value(&before).map_err(|e| ApiError::Internal(e.into()))?;
     audit(
-        &mut *tx,
+        &mut **tx,
         &p.tenant_id,
         &p.user_id,
         "tenant.settings",
@@ -243,8 +243,8 @@ async fn apply_once(
     result: &TriageResult,
     actor: &str,
 ) -> Result<(AppliedTriage, Option<super::events::Event>), ApiError> {
-    let mut tx = db.pool.begin().await.map_err(db_error)?;
-    if let Some((_, mut done)) = stored(&mut *tx, tenant, id).await? {
+    let mut tx = db.begin_write().await.map_err(db_error)?;
+    if let Some((_, mut done)) = stored(&mut **tx, tenant, id).await? {
         done.replayed = true;
         return Ok((done, None));
     }
@@ -254,7 +254,7 @@ async fn apply_once(
     )
     .bind(tenant)
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)?
     .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
@@ -264,7 +264,7 @@ async fn apply_once(
     let team_id: Option<i64> = row.try_get("team_id").map_err(db_error)?;
     let created_at: i64 = row.try_get("created_at").map_err(db_error)?;
     let requester: String = row.try_get("requester_id").map_err(db_error)?;
-    let settings = routing_settings(&mut *tx, tenant).await?;
+    let settings = routing_settings(&mut **tx, tenant).await?;
 
     let mut applied: BTreeMap<String, Value> = BTreeMap::new();
     let mut skipped: BTreeMap<String, String> = BTreeMap::new();
@@ -311,7 +311,7 @@ async fn apply_once(
             let team = sqlx::query("SELECT id FROM teams WHERE tenant_id = $1 AND name = $2")
                 .bind(tenant)
                 .bind(&name)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await
                 .map_err(db_error)?;
             match team {
@@ -389,7 +389,7 @@ async fn apply_once(
     .bind(at)
     .bind(tenant)
     .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(db_error)?;
 
@@ -403,7 +403,7 @@ async fn apply_once(
             .bind(id)
             .bind(body)
             .bind(at)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?
             .try_get::<i64, _>("id")
@@ -432,13 +432,13 @@ async fn apply_once(
     .bind(done_json)
     .bind(actor)
     .bind(at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(db_error)?;
     let before = json!({ "category": category, "team_id": team_id, "priority": priority });
     let after = json!({ "status": verdict, "applied": done.applied, "skipped": done.skipped });
     audit(
-        &mut *tx,
+        &mut **tx,
         tenant,
         actor,
         "ticket.triage",

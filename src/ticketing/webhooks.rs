@@ -83,7 +83,7 @@ pub async fn create(
     rand::rng().fill_bytes(&mut raw);
     let secret = format!("whsec_{}", hex::encode(raw));
     let at = now();
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
+    let mut tx = state.db.begin_write().await.map_err(db_error)?;
     let id: i64 = sqlx::query(
         "INSERT INTO webhooks (tenant_id, url, secret, events, created_at) \
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -93,14 +93,14 @@ pub async fn create(
     .bind(&secret)
     .bind(events.join(","))
     .bind(at)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(db_error)?
     .try_get("id")
     .map_err(db_error)?;
     let after = serde_json::json!({ "url": w.url, "events": events });
     audit(
-        &mut *tx,
+        &mut **tx,
         &p.tenant_id,
         &p.user_id,
         "webhook.create",
@@ -161,18 +161,18 @@ pub async fn delete(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     p.require_admin()?;
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
+    let mut tx = state.db.begin_write().await.map_err(db_error)?;
     let gone = sqlx::query("DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2")
         .bind(&p.tenant_id)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
     if gone.rows_affected() == 0 {
         return Err(ApiError::NotFound(format!("no webhook {id}")));
     }
     audit(
-        &mut *tx,
+        &mut **tx,
         &p.tenant_id,
         &p.user_id,
         "webhook.delete",
