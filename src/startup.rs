@@ -97,6 +97,8 @@ impl Application {
                     ..QueuePolicy::default()
                 },
                 idle: Duration::from_millis(w.idle_ms),
+                // In one process the core wakes it when it commits jobs.
+                wake: (role == Role::All).then(|| core.jobs_signal.clone()),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
@@ -164,12 +166,18 @@ pub async fn core_state(settings: &Settings) -> anyhow::Result<CoreState> {
         }
         None => crate::ticketing::events::EventBus::local(),
     };
-    let writer = crate::ticketing::writer::TicketWriter::spawn(db.clone(), events.clone());
+    let jobs_signal = Arc::new(tokio::sync::Notify::new());
+    let writer = crate::ticketing::writer::TicketWriter::spawn(
+        db.clone(),
+        events.clone(),
+        jobs_signal.clone(),
+    );
     Ok(CoreState {
         db,
         tokens,
         events,
         writer,
+        jobs_signal,
     })
 }
 

@@ -27,6 +27,9 @@ pub struct CoreState {
     pub events: events::EventBus,
     /// Ticket creation (group commit).
     pub writer: writer::TicketWriter,
+    /// Signalled when new jobs are committed, so an in-process worker
+    /// need not wait for its next poll.
+    pub jobs_signal: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Every core route, ready to be merged into the application router.

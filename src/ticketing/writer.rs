@@ -7,7 +7,9 @@
 //! lock one by one. If a batch fails, its tickets are retried one per
 //! transaction, so one bad row cannot fail the others.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::db::{db_error, now, Db};
 use super::events::{Event, EventBus};
@@ -45,15 +47,20 @@ pub struct TicketWriter {
 impl TicketWriter {
     /// One writer on SQLite (it has one write lock); several on PostgreSQL,
     /// whose round trips would otherwise leave it idle between statements.
-    pub fn spawn(db: Db, events: EventBus) -> Self {
+    pub fn spawn(db: Db, events: EventBus, jobs_signal: Arc<Notify>) -> Self {
         let (queue, rx) = mpsc::channel(4096);
         let writers = match db.dialect {
             super::db::Dialect::Sqlite => 1,
             super::db::Dialect::Postgres => 8,
         };
-        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..writers {
-            tokio::spawn(run(db.clone(), events.clone(), rx.clone()));
+            tokio::spawn(run(
+                db.clone(),
+                events.clone(),
+                rx.clone(),
+                jobs_signal.clone(),
+            ));
         }
         Self { queue }
     }
@@ -70,15 +77,16 @@ impl TicketWriter {
     }
 }
 
-type Queue = std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<(NewRow, Reply)>>>;
+type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<(NewRow, Reply)>>>;
 
-async fn run(db: Db, events: EventBus, rx: Queue) {
+async fn run(db: Db, events: EventBus, rx: Queue, jobs_signal: Arc<Notify>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Whoever holds the queue takes what is waiting; the others write.
     while rx.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let rows: Vec<&NewRow> = batch.iter().map(|(r, _)| r).collect();
         match write(&db, &rows).await {
             Ok(done) => {
+                jobs_signal.notify_one();
                 for ((_, reply), (ticket, event)) in batch.drain(..).zip(done) {
                     events.publish(event).await;
                     let _ = reply.send(Ok(ticket));
@@ -91,6 +99,7 @@ async fn run(db: Db, events: EventBus, rx: Queue) {
                 for (row, reply) in batch.drain(..) {
                     match write(&db, &[&row]).await {
                         Ok(mut done) => {
+                            jobs_signal.notify_one();
                             let (ticket, event) = done.remove(0);
                             events.publish(event).await;
                             let _ = reply.send(Ok(ticket));

@@ -25,6 +25,8 @@ pub struct Worker {
     pub idle: Duration,
     /// Delivers webhooks.
     pub http: reqwest::Client,
+    /// Cuts an idle sleep short (the in-process core's new jobs).
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What one step did.
@@ -58,8 +60,16 @@ impl Worker {
                             }
                         };
                         if idle {
+                            let wake = w.wake.clone();
+                            let woken = async move {
+                                match wake {
+                                    Some(n) => n.notified().await,
+                                    None => std::future::pending().await,
+                                }
+                            };
                             tokio::select! {
                                 _ = tokio::time::sleep(w.idle) => {}
+                                _ = woken => {}
                                 changed = stop.changed() => {
                                     if changed.is_err() {
                                         break; // the application is gone
