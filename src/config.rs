@@ -28,6 +28,7 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub security: crate::security::SecuritySettings,
     pub events: crate::ticketing::events::EventsSettings,
+    pub attachments: crate::ticketing::attachments::AttachmentSettings,
 }
 
 /// Which parts of the platform this process runs.
@@ -216,6 +217,7 @@ impl Default for Settings {
             cluster: ClusterSettings::default(),
             security: crate::security::SecuritySettings::default(),
             events: crate::ticketing::events::EventsSettings::default(),
+            attachments: crate::ticketing::attachments::AttachmentSettings::default(),
         }
     }
 }
@@ -311,6 +313,7 @@ impl Settings {
             return bad("auth.jwt_secret must have at least 32 characters");
         }
         self.security.validate().map_err(ConfigError::Invalid)?;
+        self.attachments.validate().map_err(ConfigError::Invalid)?;
         if self.worker.concurrency == 0 || self.worker.concurrency > 64 {
             return bad("worker.concurrency must be within 1 and 64");
         }

@@ -172,12 +172,18 @@ pub async fn core_state(settings: &Settings) -> anyhow::Result<CoreState> {
         events.clone(),
         jobs_signal.clone(),
     );
+    let files = settings
+        .attachments
+        .open(&settings.data_dir)
+        .context("open the attachment store")?;
     Ok(CoreState {
         db,
         tokens,
         events,
         writer,
         jobs_signal,
+        files,
+        max_attachment_bytes: settings.attachments.max_bytes,
     })
 }
 

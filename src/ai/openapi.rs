@@ -318,6 +318,30 @@ fn ticketing() -> (Value, Value) {
             "security": bearer, "responses": with("200", "{at, breached_open, due_within_24h}", &[]) } },
         "/api/v1/analytics/triage": { "get": { "summary": "Triage coverage (applied vs abstained) and accuracy per task (predicted top label vs the ticket's final one, all and applied only) (staff)",
             "security": bearer, "responses": with("200", "{since, until, tickets, coverage, accuracy}", &[]) } },
+        "/api/v1/tickets/{id}/attachments": {
+            "get": { "summary": "The ticket's attachments (customers: public ones)", "security": bearer, "parameters": id.clone(),
+                "responses": with("200", "{items: [{id, filename, content_type, size, sha256, public, uploaded_by, created_at}]}", &[("404", "No such ticket for this caller")]) },
+            "post": { "summary": "Attach a file: the raw bytes as the body, its Content-Type, ?filename=…&public=false (staff only for internal); ≤ attachments.max_bytes (20 MiB)",
+                "security": bearer, "parameters": id.clone(),
+                "responses": with("201", "The attachment", &[("404", "No such ticket for this caller"), ("413", "Too large")]) } },
+        "/api/v1/attachments/{id}": { "get": { "summary": "Download an attachment (Content-Disposition: attachment)", "security": bearer, "parameters": id.clone(),
+            "responses": with("200", "The bytes", &[("404", "No such attachment for this caller")]) } },
+        "/api/v1/assets": {
+            "get": { "summary": "The tenant's assets; filters kind, owner_id, tag (staff)", "security": bearer, "responses": with("200", "{items}", &[]) },
+            "post": { "summary": "Add an asset {tag (unique in the tenant), serial, kind, owner_id, location} (staff)", "security": bearer,
+                "responses": with("201", "The asset", &[("409", "The tag exists")]) } },
+        "/api/v1/assets/{id}": {
+            "get": { "summary": "An asset (staff)", "security": bearer, "parameters": id.clone(), "responses": with("200", "The asset", &[("404", "No such asset")]) },
+            "patch": { "summary": "Change tag, serial, kind, owner_id, location (null clears) (staff)", "security": bearer, "parameters": id.clone(),
+                "responses": with("200", "The asset", &[("404", "No such asset")]) } },
+        "/api/v1/work-orders": {
+            "get": { "summary": "Work orders, soonest scheduled first; filters ticket_id, asset_id, status (staff)", "security": bearer, "responses": with("200", "{items}", &[]) },
+            "post": { "summary": "A work order {ticket_id, asset_id, scheduled_at, assignee_id, notes}: scheduled when it has a time, else open (staff)", "security": bearer,
+                "responses": with("201", "The work order", &[]) } },
+        "/api/v1/work-orders/{id}": {
+            "get": { "summary": "A work order (staff)", "security": bearer, "parameters": id.clone(), "responses": with("200", "The work order", &[("404", "No such work order")]) },
+            "patch": { "summary": "Change status (open, scheduled, in_progress, done, cancelled), scheduled_at, asset_id, assignee_id, notes (staff)", "security": bearer, "parameters": id.clone(),
+                "responses": with("200", "The work order", &[("404", "No such work order")]) } },
         "/api/v1/webhooks": {
             "get": { "summary": "The tenant's webhooks (admins; secrets are not shown again)", "security": bearer,
                 "responses": with("200", "{items}", &[]) },

@@ -76,6 +76,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_webhooks.sql"),
         include_str!("../../migrations/postgres/0003_webhooks.sql"),
     ),
+    (
+        4,
+        "attachments",
+        include_str!("../../migrations/sqlite/0004_attachments.sql"),
+        include_str!("../../migrations/postgres/0004_attachments.sql"),
+    ),
+    (
+        5,
+        "assets",
+        include_str!("../../migrations/sqlite/0005_assets.sql"),
+        include_str!("../../migrations/postgres/0005_assets.sql"),
+    ),
 ];
 
 /// The database URL: `url` when set, else `DATABASE_URL`, else a SQLite file

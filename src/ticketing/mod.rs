@@ -4,6 +4,8 @@
 //! outbox in the same transaction.
 
 pub mod analytics;
+pub mod assets;
+pub mod attachments;
 pub mod auth;
 pub mod db;
 pub mod directory;
@@ -14,6 +16,7 @@ pub mod triage;
 pub mod webhooks;
 pub mod writer;
 
+use axum::handler::Handler;
 use axum::routing::{get, post, put};
 use axum::Router;
 
@@ -30,11 +33,36 @@ pub struct CoreState {
     /// Signalled when new jobs are committed, so an in-process worker
     /// need not wait for its next poll.
     pub jobs_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// Attachment bytes (a local folder or an S3 bucket).
+    pub files: std::sync::Arc<dyn object_store::ObjectStore>,
+    pub max_attachment_bytes: usize,
 }
 
 /// Every core route, ready to be merged into the application router.
 pub fn router(state: CoreState) -> Router {
+    let attachment_limit = axum::extract::DefaultBodyLimit::max(state.max_attachment_bytes);
     Router::new()
+        .route(
+            "/api/v1/tickets/{id}/attachments",
+            get(attachments::list).post(attachments::upload.layer(attachment_limit)),
+        )
+        .route("/api/v1/attachments/{id}", get(attachments::download))
+        .route(
+            "/api/v1/assets",
+            get(assets::list_assets).post(assets::create_asset),
+        )
+        .route(
+            "/api/v1/assets/{id}",
+            get(assets::read_asset).patch(assets::update_asset),
+        )
+        .route(
+            "/api/v1/work-orders",
+            get(assets::list_work_orders).post(assets::create_work_order),
+        )
+        .route(
+            "/api/v1/work-orders/{id}",
+            get(assets::read_work_order).patch(assets::update_work_order),
+        )
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/me", get(directory::me))
         .route(

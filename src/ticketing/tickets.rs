@@ -317,7 +317,7 @@ pub(super) async fn insert_ticket(
 }
 
 /// The ticket when the principal may see it; 404 otherwise.
-async fn visible<'e, E>(executor: E, p: &Principal, id: i64) -> Result<Ticket, ApiError>
+pub(super) async fn visible<'e, E>(executor: E, p: &Principal, id: i64) -> Result<Ticket, ApiError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {

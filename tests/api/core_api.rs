@@ -250,6 +250,8 @@ on_both!(
     tickets_page_newest_first_with_filters,
     ai_routes_take_the_tenant_from_the_credential,
     outbox_jobs_are_claimed_once_retried_with_backoff_and_dead_lettered,
+    attachments_are_stored_checked_and_fenced_by_tenant_and_role,
+    assets_and_work_orders_belong_to_one_tenant_and_to_staff,
 );
 
 async fn a_ticket_goes_from_customer_to_agent_with_its_outbox_job_audit_and_labels(b: Backend) {
@@ -1117,4 +1119,339 @@ async fn security_headers_cors_allow_list_and_rate_limits() {
     );
     // The AI service's and the operational routes are not rate-limited here.
     assert_eq!(c.app.get("/health").await.status(), StatusCode::OK);
+}
+
+/// Attachments: bytes in the local store under the data directory,
+/// metadata in the database; the ticket's visibility decides who may
+/// upload, list and download; internal ones are staff only.
+async fn attachments_are_stored_checked_and_fenced_by_tenant_and_role(b: Backend) {
+    let c = spawn_core_custom(b, |s| s.attachments.max_bytes = 64 * 1024).await;
+    let (_, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+    let (_, other) = c.user(&c.acme, "dave@acme.test", "customer").await;
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "Broken label" })),
+        )
+        .await;
+    let id = t["id"].as_i64().unwrap();
+    let upload = |who: &str, query: &str, ctype: &str, bytes: Vec<u8>| {
+        c.app
+            .client
+            .post(format!(
+                "{}/api/v1/tickets/{id}/attachments?{query}",
+                c.app.address
+            ))
+            .bearer_auth(who.to_string())
+            .header("content-type", ctype.to_string())
+            .body(bytes)
+            .send()
+    };
+    let png: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = upload(&customer, "filename=label.png", "image/png", png.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            a["size"].as_i64(),
+            a["content_type"].as_str(),
+            a["public"].as_bool()
+        ),
+        (Some(5000), Some("image/png"), Some(true))
+    );
+    use sha2::Digest;
+    assert_eq!(a["sha256"], hex::encode(sha2::Sha256::digest(&png)));
+    // The bytes are under the data directory, not named after the upload.
+    let stored = walk(&c.settings.data_dir.join("attachments"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(std::fs::read(&stored[0]).unwrap(), png);
+    assert!(!stored[0].to_string_lossy().contains("label.png"));
+    // Download: the same bytes, as a download.
+    let r = c
+        .app
+        .client
+        .get(format!("{}/api/v1/attachments/{}", c.app.address, a["id"]))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment;"));
+    assert_eq!(r.bytes().await.unwrap().to_vec(), png);
+    // An internal attachment from the agent: hidden from the customer.
+    let r = upload(
+        &agent,
+        "filename=notes.txt&public=false",
+        "text/plain",
+        b"internal".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let internal: Value = r.json().await.unwrap();
+    let (_, seen) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/attachments"),
+            &customer,
+            None,
+        )
+        .await;
+    assert_eq!(seen["items"].as_array().unwrap().len(), 1, "{seen}");
+    let (_, all) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/attachments"),
+            &agent,
+            None,
+        )
+        .await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    let (s, _) = c
+        .call(
+            "GET",
+            &format!("/api/v1/attachments/{}", internal["id"]),
+            &customer,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Another customer, another tenant: 404 for everything.
+    for who in [&other, &c.globex.api_key] {
+        let (s, _) = c
+            .call(
+                "GET",
+                &format!("/api/v1/attachments/{}", a["id"]),
+                who,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = c
+            .call(
+                "GET",
+                &format!("/api/v1/tickets/{id}/attachments"),
+                who,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let r = upload(who, "filename=x.txt", "text/plain", b"x".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    // Bad input: clear 4xx, nothing stored.
+    let before = c.count("SELECT COUNT(*) FROM attachments").await;
+    for (query, ctype, bytes, status) in [
+        (
+            "filename=../../etc/passwd",
+            "text/plain",
+            b"x".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "filename=a.txt",
+            "not a type",
+            b"x".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "filename=a.txt",
+            "text/plain",
+            Vec::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "nofilename=1",
+            "text/plain",
+            b"x".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "filename=big.bin",
+            "application/octet-stream",
+            vec![0u8; 65 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "filename=a.txt&public=false",
+            "text/plain",
+            b"x".to_vec(),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let r = upload(&customer, query, ctype, bytes).await.unwrap();
+        assert_eq!(r.status(), status, "{query} {ctype}");
+    }
+    assert_eq!(c.count("SELECT COUNT(*) FROM attachments").await, before);
+    assert_eq!(walk(&c.settings.data_dir.join("attachments")).len(), 2);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Assets and work orders: staff only, within the tenant, audited.
+async fn assets_and_work_orders_belong_to_one_tenant_and_to_staff(b: Backend) {
+    let c = spawn_core(b).await;
+    let (agent_id, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "Laptop screen cracked" })),
+        )
+        .await;
+    let ticket = t["id"].as_i64().unwrap();
+    let (s, a) = c
+        .call(
+            "POST",
+            "/api/v1/assets",
+            &agent,
+            Some(
+                json!({ "tag": "LT-0042", "serial": "5CG123", "kind": "laptop",
+            "owner_id": agent_id, "location": "Berlin 3F" }),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let asset = a["id"].as_i64().unwrap();
+    let (s, e) = c
+        .call(
+            "POST",
+            "/api/v1/assets",
+            &agent,
+            Some(json!({ "tag": "LT-0042", "kind": "laptop" })),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a tag is unique in the tenant: {e}"
+    );
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/assets",
+            &c.globex.api_key,
+            Some(json!({ "tag": "LT-0042", "kind": "laptop" })),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "another tenant may use the same tag"
+    );
+    let (_, found) = c
+        .call("GET", "/api/v1/assets?tag=LT-0042", &agent, None)
+        .await;
+    assert_eq!(found["items"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["items"][0]["serial"], "5CG123");
+    let (s, a) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/assets/{asset}"),
+            &agent,
+            Some(json!({ "location": null, "kind": "notebook" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        (a["location"].clone(), a["kind"].as_str()),
+        (Value::Null, Some("notebook"))
+    );
+
+    let (s, w) = c
+        .call("POST", "/api/v1/work-orders", &agent, Some(json!({ "ticket_id": ticket, "asset_id": asset,
+            "scheduled_at": 1_800_000_000i64, "assignee_id": agent_id, "notes": "swap the panel" })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{w}");
+    assert_eq!(w["status"], "scheduled");
+    let wo = w["id"].as_i64().unwrap();
+    let (s, w) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/work-orders/{wo}"),
+            &agent,
+            Some(json!({ "status": "done" })),
+        )
+        .await;
+    assert_eq!((s, w["status"].as_str()), (StatusCode::OK, Some("done")));
+    let (_, listed) = c
+        .call(
+            "GET",
+            &format!("/api/v1/work-orders?asset_id={asset}"),
+            &agent,
+            None,
+        )
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(c.count("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'work_order.%' OR action LIKE 'asset.%'").await, 5);
+
+    // Customers: 403. Another tenant: 404, and cannot reference acme's rows.
+    for path in [
+        "/api/v1/assets".to_string(),
+        format!("/api/v1/work-orders/{wo}"),
+    ] {
+        let (s, _) = c.call("GET", &path, &customer, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    for path in [
+        format!("/api/v1/assets/{asset}"),
+        format!("/api/v1/work-orders/{wo}"),
+    ] {
+        let (s, _) = c.call("GET", &path, &c.globex.api_key, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+        let (s, _) = c
+            .call("PATCH", &path, &c.globex.api_key, Some(json!({})))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (_, mine) = c
+        .call("GET", "/api/v1/work-orders", &c.globex.api_key, None)
+        .await;
+    assert_eq!(mine["items"], json!([]));
+    let before = c.count("SELECT COUNT(*) FROM work_orders").await;
+    for body in [
+        json!({ "ticket_id": ticket }),
+        json!({ "ticket_id": 999999 }),
+    ] {
+        let (s, e) = c
+            .call("POST", "/api/v1/work-orders", &c.globex.api_key, Some(body))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    }
+    let (s, e) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/work-orders/{wo}"),
+            &agent,
+            Some(json!({ "status": "lost" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(c.count("SELECT COUNT(*) FROM work_orders").await, before);
 }

@@ -1,0 +1,390 @@
+//! Ticket attachments: metadata in the database, bytes in an object store —
+//! a folder under the data directory by default (`<data_dir>/attachments`),
+//! or an S3-compatible bucket (`attachments.store = "s3"`), both through
+//! the `object_store` crate. Objects are keyed by tenant, ticket and a
+//! random id, never by the uploaded file name.
+//!
+//! `POST /api/v1/tickets/{id}/attachments?filename=…[&public=false]` takes
+//! the raw bytes as the body (its `Content-Type` is stored); `GET
+//! /api/v1/tickets/{id}/attachments` lists them; `GET
+//! /api/v1/attachments/{id}` downloads one (as an attachment, never rendered
+//! inline). Who sees what follows the ticket: another tenant's attachment,
+//! or a customer's view of a ticket that is not theirs, is 404; internal
+//! attachments (staff, `public=false`) are hidden from customers.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::auth::Principal;
+use super::db::{audit, db_error, now};
+use super::directory::Items;
+use super::CoreState;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+
+/// Where attachment bytes live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentSettings {
+    /// `local` (a folder) or `s3`.
+    pub store: String,
+    /// The local folder; default `<data_dir>/attachments`.
+    pub dir: Option<std::path::PathBuf>,
+    /// Largest attachment accepted, in bytes (413 beyond).
+    pub max_bytes: usize,
+    /// S3: the bucket; credentials and region come from the usual
+    /// `AWS_*` variables.
+    pub s3_bucket: Option<String>,
+    /// S3-compatible servers (MinIO, Ceph, R2…): their URL.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    /// Allow a plain-http endpoint (a local MinIO).
+    pub s3_allow_http: bool,
+}
+
+impl Default for AttachmentSettings {
+    fn default() -> Self {
+        Self {
+            store: "local".into(),
+            dir: None,
+            max_bytes: 20 * 1024 * 1024,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_allow_http: false,
+        }
+    }
+}
+
+impl AttachmentSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.store.as_str() {
+            "local" => {}
+            "s3" if self
+                .s3_bucket
+                .as_deref()
+                .is_some_and(|b| !b.trim().is_empty()) => {}
+            "s3" => return Err("attachments.store = s3 needs attachments.s3_bucket".into()),
+            other => {
+                return Err(format!(
+                    "attachments.store must be local or s3, not {other:?}"
+                ))
+            }
+        }
+        if self.max_bytes < 1024 {
+            return Err("attachments.max_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// Opens the configured store.
+    pub fn open(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        self.validate().map_err(anyhow::Error::msg)?;
+        if self.store == "s3" {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(self.s3_bucket.clone().unwrap_or_default())
+                .with_allow_http(self.s3_allow_http);
+            if let Some(e) = &self.s3_endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = &self.s3_region {
+                b = b.with_region(r);
+            }
+            return Ok(Arc::new(b.build()?));
+        }
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("attachments"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(&dir)?,
+        ))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Attachment {
+    pub id: i64,
+    pub ticket_id: i64,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub public: bool,
+    pub uploaded_by: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    pub filename: String,
+    /// Staff may attach internal files (`false`); a customer's are public.
+    #[serde(default = "yes")]
+    pub public: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn check_filename(name: &str) -> Result<&str, ApiError> {
+    let n = name.trim();
+    let ok = !n.is_empty()
+        && n.chars().count() <= 255
+        && !n.chars().any(|c| c.is_control() || c == '/' || c == '\\')
+        && n != "."
+        && n != "..";
+    if ok {
+        Ok(n)
+    } else {
+        Err(ApiError::validation(
+            "filename must be 1-255 characters, without '/', '\\' or control characters",
+        ))
+    }
+}
+
+/// `type/subtype` of the upload (parameters dropped), default
+/// `application/octet-stream`.
+fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok("application/octet-stream".into());
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::validation("Content-Type is not valid text"))?;
+    let essence = v
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let ok = essence.len() <= 100
+        && essence.split('/').count() == 2
+        && essence.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+        });
+    if ok {
+        Ok(essence)
+    } else {
+        Err(ApiError::validation("Content-Type must be type/subtype"))
+    }
+}
+
+fn attachment(r: &sqlx::any::AnyRow) -> Result<Attachment, sqlx::Error> {
+    Ok(Attachment {
+        id: r.try_get("id")?,
+        ticket_id: r.try_get("ticket_id")?,
+        filename: r.try_get("filename")?,
+        content_type: r.try_get("content_type")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
+        public: r.try_get::<i64, _>("public")? != 0,
+        uploaded_by: r.try_get("uploaded_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, ticket_id, filename, content_type, size, sha256, public, uploaded_by, created_at";
+
+/// `POST /api/v1/tickets/{id}/attachments`.
+pub async fn upload(
+    State(state): State<CoreState>,
+    p: Principal,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, ApiJson<Attachment>), ApiError> {
+    let filename = check_filename(&q.filename)?.to_string();
+    let content_type = content_type(&headers)?;
+    if body.is_empty() {
+        return Err(ApiError::validation("the attachment is empty"));
+    }
+    if !q.public && !p.is_staff() {
+        return Err(ApiError::Forbidden(
+            "customers attach public files only".into(),
+        ));
+    }
+    super::tickets::visible(&state.db.pool, &p, id).await?;
+    let sha256 = hex::encode(Sha256::digest(&body));
+    let size = body.len() as i64;
+    let key = format!("{}/{id}/{}", p.tenant_id, super::new_id());
+    let path = ObjectPath::from(key.as_str());
+    // Bytes first: a crash before the row leaves an unreferenced object,
+    // never a row without its bytes.
+    state
+        .files
+        .put_opts(&path, PutPayload::from(body), PutOptions::default())
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("store the attachment: {e}")))?;
+    let at = now();
+    let mut tx = state.db.begin_write().await.map_err(db_error)?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO attachments (tenant_id, ticket_id, filename, content_type, size, sha256, \
+         storage_key, public, uploaded_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+    ))
+    .bind(&p.tenant_id)
+    .bind(id)
+    .bind(&filename)
+    .bind(&content_type)
+    .bind(size)
+    .bind(&sha256)
+    .bind(&key)
+    .bind(i64::from(q.public))
+    .bind(&p.user_id)
+    .bind(at)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let created = attachment(&row).map_err(db_error)?;
+    let after = serde_json::json!({ "filename": filename, "size": size, "sha256": sha256 });
+    audit(
+        &mut **tx,
+        &p.tenant_id,
+        &p.user_id,
+        "attachment.add",
+        &format!("ticket:{id}/attachment:{}", created.id),
+        None,
+        Some(&after),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok((StatusCode::CREATED, ApiJson(created)))
+}
+
+/// `GET /api/v1/tickets/{id}/attachments`.
+pub async fn list(
+    State(state): State<CoreState>,
+    p: Principal,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<ApiJson<Items<Attachment>>, ApiError> {
+    super::tickets::visible(&state.db.pool, &p, id).await?;
+    let only_public = if p.is_staff() { "" } else { " AND public = 1" };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM attachments WHERE tenant_id = $1 AND ticket_id = $2{only_public} \
+         ORDER BY id"
+    ))
+    .bind(&p.tenant_id)
+    .bind(id)
+    .fetch_all(&state.db.pool)
+    .await
+    .map_err(db_error)?;
+    let items = rows
+        .iter()
+        .map(attachment)
+        .collect::<Result<_, _>>()
+        .map_err(db_error)?;
+    Ok(ApiJson(Items { items }))
+}
+
+/// `GET /api/v1/attachments/{id}`: the bytes.
+pub async fn download(
+    State(state): State<CoreState>,
+    p: Principal,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Response, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, storage_key FROM attachments WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(&p.tenant_id)
+    .bind(id)
+    .fetch_optional(&state.db.pool)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| ApiError::NotFound(format!("no attachment {id}")))?;
+    let a = attachment(&row).map_err(db_error)?;
+    // The ticket's visibility decides (a customer: their own tickets).
+    super::tickets::visible(&state.db.pool, &p, a.ticket_id)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no attachment {id}")))?;
+    if !a.public && !p.is_staff() {
+        return Err(ApiError::NotFound(format!("no attachment {id}")));
+    }
+    let key: String = row.try_get("storage_key").map_err(db_error)?;
+    let bytes = state
+        .files
+        .get_opts(&ObjectPath::from(key.as_str()), GetOptions::default())
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("read the attachment: {e}")))?
+        .bytes()
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("read the attachment: {e}")))?;
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&a.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    // Always a download: an uploaded HTML or SVG file must not run here.
+    let ascii: String = a
+        .filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        "x-content-sha256",
+        HeaderValue::from_str(&a.sha256).unwrap_or(HeaderValue::from_static("")),
+    );
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_and_content_types_are_checked() {
+        assert_eq!(
+            check_filename(" screen shot.png ").unwrap(),
+            "screen shot.png"
+        );
+        for bad in ["", "..", "a/b.png", "a\\b", "x\u{0}y", &"a".repeat(256)] {
+            assert!(check_filename(bad).is_err(), "{bad:?}");
+        }
+        let mut h = HeaderMap::new();
+        assert_eq!(content_type(&h).unwrap(), "application/octet-stream");
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Image/PNG; charset=x"),
+        );
+        assert_eq!(content_type(&h).unwrap(), "image/png");
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("not a type"));
+        assert!(content_type(&h).is_err());
+        assert!(AttachmentSettings::default().validate().is_ok());
+        let s3 = AttachmentSettings {
+            store: "s3".into(),
+            ..Default::default()
+        };
+        assert!(s3.validate().is_err(), "a bucket is needed");
+        let ftp = AttachmentSettings {
+            store: "ftp".into(),
+            ..Default::default()
+        };
+        assert!(ftp.validate().is_err());
+    }
+}
