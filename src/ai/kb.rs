@@ -276,7 +276,7 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn validate(a: &Article) -> Result<(), ApiError> {
+pub fn validate(a: &Article) -> Result<(), ApiError> {
     let id_ok = !a.id.is_empty()
         && a.id.len() <= MAX_ID
         && a.id
@@ -317,19 +317,32 @@ async fn upsert_article(
     tenant: Tenant,
     ApiJson(article): ApiJson<Article>,
 ) -> Result<(StatusCode, ApiJson<UpsertResponse>), ApiError> {
+    let (created, r) = upsert(&state, &tenant.0, article).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, ApiJson(r)))
+}
+
+/// Indexes (or re-indexes) an article of `tenant`; true when it is new.
+pub async fn upsert(
+    state: &AiState,
+    tenant: &str,
+    article: Article,
+) -> Result<(bool, UpsertResponse), ApiError> {
     validate(&article)?;
     let kb = state.kb()?.clone();
-    let known = kb
-        .unchanged(&tenant.0, &article)
-        .map_err(ApiError::Internal)?;
+    let known = kb.unchanged(tenant, &article).map_err(ApiError::Internal)?;
     if let Some(chunks) = known {
         return Ok((
-            StatusCode::OK,
-            ApiJson(UpsertResponse {
+            false,
+            UpsertResponse {
                 id: article.id,
                 status: "unchanged",
                 chunks,
-            }),
+            },
         ));
     }
     let tokenizer = state.encoder()?.tokenizer.clone();
@@ -352,10 +365,10 @@ async fn upsert_article(
     let max = state.settings.server.max_inputs.max(1);
     for batch in chunks.chunks(max) {
         let texts = batch.iter().map(|c| c.embed_text.clone()).collect();
-        vectors.extend(embed_texts(&state, texts, true, true).await?.0);
+        vectors.extend(embed_texts(state, texts, true, true).await?.0);
     }
     let updated_at = now();
-    let points = article_points(&tenant.0, &article, &chunks, vectors, updated_at);
+    let points = article_points(tenant, &article, &chunks, vectors, updated_at);
     let record = ArticleRecord {
         hash: article_hash(&article),
         title: article.title.clone(),
@@ -363,22 +376,18 @@ async fn upsert_article(
         updated_at,
     };
     let n = chunks.len();
-    let (t, a) = (tenant.0.clone(), article.clone());
+    let (t, a) = (tenant.to_string(), article.clone());
     let created = tokio::task::spawn_blocking(move || kb.commit(&t, &a, &points, record))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(ApiError::Internal)?;
     Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        ApiJson(UpsertResponse {
+        created,
+        UpsertResponse {
             id: article.id,
             status: "indexed",
             chunks: n,
-        }),
+        },
     ))
 }
 
@@ -387,22 +396,28 @@ async fn delete_article(
     tenant: Tenant,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    remove(&state, &tenant.0, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes an article of `tenant` and its passages (404 when unknown).
+pub async fn remove(state: &AiState, tenant: &str, id: &str) -> Result<(), ApiError> {
     let kb = state.kb()?;
     let records = kb
-        .records(&tenant.0)
+        .records(tenant)
         .map_err(|e| ApiError::Internal(e.into()))?;
-    if !records.contains_key(&id) {
+    if !records.contains_key(id) {
         return Err(ApiError::NotFound(format!("no article {id}")));
     }
     let index = kb.index.clone();
-    let (t, i) = (tenant.0.clone(), id.clone());
+    let (t, i) = (tenant.to_string(), id.to_string());
     tokio::task::spawn_blocking(move || index.delete_doc(&t, Source::Kb, &i))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|e| ApiError::Internal(e.into()))?;
-    kb.set_record(&tenant.0, &id, None)
+    kb.set_record(tenant, id, None)
         .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

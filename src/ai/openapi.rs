@@ -326,6 +326,17 @@ fn ticketing() -> (Value, Value) {
                 "responses": with("201", "The attachment", &[("404", "No such ticket for this caller"), ("413", "Too large")]) } },
         "/api/v1/attachments/{id}": { "get": { "summary": "Download an attachment (Content-Disposition: attachment)", "security": bearer, "parameters": id.clone(),
             "responses": with("200", "The bytes", &[("404", "No such attachment for this caller")]) } },
+        "/api/v1/kb/articles": {
+            "get": { "summary": "The tenant's KB articles with their index_status (customers: public ones)", "security": bearer, "responses": with("200", "{items}", &[]) },
+            "post": { "summary": "Create or replace an article {id, title, body, format, visibility, tags, language} (staff); the AI service indexes it through the job queue (index_status pending → indexed)", "security": bearer,
+                "responses": with("201", "The article (200 when replaced)", &[]) } },
+        "/api/v1/kb/articles/{id}": {
+            "get": { "summary": "An article (customers: public ones)", "security": bearer,
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": with("200", "The article", &[("404", "No such article for this caller")]) },
+            "delete": { "summary": "Delete an article; the AI service drops it from its index (staff)", "security": bearer,
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": with("204", "Deleted", &[("404", "No such article")]) } },
         "/api/v1/assets": {
             "get": { "summary": "The tenant's assets; filters kind, owner_id, tag (staff)", "security": bearer, "responses": with("200", "{items}", &[]) },
             "post": { "summary": "Add an asset {tag (unique in the tenant), serial, kind, owner_id, location} (staff)", "security": bearer,

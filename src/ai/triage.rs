@@ -281,4 +281,30 @@ impl AiClient for AiState {
         let ready = self.encoder().is_ok();
         Box::pin(async move { ready })
     }
+
+    fn kb_upsert<'a>(
+        &'a self,
+        tenant: &'a str,
+        article: super::kb::Article,
+    ) -> BoxFut<'a, Result<(), ClientError>> {
+        Box::pin(async move {
+            super::kb::upsert(self, tenant, article)
+                .await
+                .map(|_| ())
+                .map_err(ClientError::from)
+        })
+    }
+
+    fn kb_delete<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+    ) -> BoxFut<'a, Result<(), ClientError>> {
+        Box::pin(async move {
+            match super::kb::remove(self, tenant, id).await {
+                Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
 }

@@ -88,6 +88,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_assets.sql"),
         include_str!("../../migrations/postgres/0005_assets.sql"),
     ),
+    (
+        6,
+        "kb",
+        include_str!("../../migrations/sqlite/0006_kb.sql"),
+        include_str!("../../migrations/postgres/0006_kb.sql"),
+    ),
 ];
 
 /// The database URL: `url` when set, else `DATABASE_URL`, else a SQLite file

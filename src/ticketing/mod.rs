@@ -11,6 +11,7 @@ pub mod db;
 pub mod directory;
 pub mod events;
 pub mod jobs;
+pub mod kb;
 pub mod tickets;
 pub mod triage;
 pub mod webhooks;
@@ -47,6 +48,8 @@ pub fn router(state: CoreState) -> Router {
             get(attachments::list).post(attachments::upload.layer(attachment_limit)),
         )
         .route("/api/v1/attachments/{id}", get(attachments::download))
+        .route("/api/v1/kb/articles", get(kb::list).post(kb::upsert))
+        .route("/api/v1/kb/articles/{id}", get(kb::read).delete(kb::delete))
         .route(
             "/api/v1/assets",
             get(assets::list_assets).post(assets::create_asset),

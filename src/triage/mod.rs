@@ -189,6 +189,17 @@ pub trait AiClient: Send + Sync {
 
     /// Whether the AI service can answer now (model loaded).
     fn ready(&self) -> BoxFut<'_, bool>;
+
+    /// Indexes a KB article of `tenant` (the core's copy is the source).
+    fn kb_upsert<'a>(
+        &'a self,
+        tenant: &'a str,
+        article: crate::ai::kb::Article,
+    ) -> BoxFut<'a, Result<(), ClientError>>;
+
+    /// Removes a KB article of `tenant` from the index (absent: done).
+    fn kb_delete<'a>(&'a self, tenant: &'a str, id: &'a str)
+        -> BoxFut<'a, Result<(), ClientError>>;
 }
 
 /// The AI service's view of the core: where a triage result goes.
@@ -271,6 +282,45 @@ impl AiClient for HttpClient {
         Box::pin(async move {
             let r = self.client.get(format!("{}/ready", self.base)).send().await;
             matches!(r, Ok(r) if r.status().is_success())
+        })
+    }
+
+    fn kb_upsert<'a>(
+        &'a self,
+        tenant: &'a str,
+        article: crate::ai::kb::Article,
+    ) -> BoxFut<'a, Result<(), ClientError>> {
+        Box::pin(async move {
+            self.post::<serde_json::Value>(tenant, "/v1/kb/articles", &article)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn kb_delete<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+    ) -> BoxFut<'a, Result<(), ClientError>> {
+        Box::pin(async move {
+            let url = format!("{}/v1/kb/articles/{id}", self.base);
+            let r = self
+                .client
+                .delete(&url)
+                .bearer_auth(&self.key)
+                .header(crate::ai::tenant::HEADER, tenant)
+                .send()
+                .await
+                .map_err(|e| ClientError::new(format!("{url}: {e}"), true))?;
+            let status = r.status();
+            if status.is_success() || status.as_u16() == 404 {
+                Ok(())
+            } else {
+                Err(ClientError::new(
+                    format!("{url}: {status}"),
+                    status.is_server_error() || status.as_u16() == 429,
+                ))
+            }
         })
     }
 }

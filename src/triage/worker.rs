@@ -129,6 +129,7 @@ impl Worker {
         match job.kind.as_str() {
             "triage" => self.triage(job).await,
             "webhook" => self.deliver(job).await,
+            "kb_index" => self.index_article(job).await,
             other => Err(ClientError::new(
                 format!("unknown job kind {other:?}"),
                 false,
@@ -176,6 +177,33 @@ impl Worker {
                 format!("webhook {hook}: the receiver answered {}", r.status()),
                 true,
             ))
+        }
+    }
+
+    /// Has the AI service index (or drop) a KB article as the core has it
+    /// now: a queued upsert of an article deleted since does nothing, and
+    /// a delete of one re-created since is skipped.
+    async fn index_article(&self, job: &Job) -> Result<(), ClientError> {
+        use crate::ticketing::kb;
+        let id = job.payload["article_id"]
+            .as_str()
+            .ok_or_else(|| ClientError::new("kb_index job without an article_id", false))?;
+        let now_there = kb::current(&self.db, &job.tenant_id, id)
+            .await
+            .map_err(|e| ClientError::new(format!("read article {id}: {e}"), true))?;
+        match (job.payload["op"].as_str(), now_there) {
+            (Some("upsert"), Some((article, version))) => {
+                self.ai.kb_upsert(&job.tenant_id, article).await?;
+                kb::mark_indexed(&self.db, &job.tenant_id, id, version)
+                    .await
+                    .map_err(|e| ClientError::new(e.to_string(), true))
+            }
+            (Some("delete"), None) => self.ai.kb_delete(&job.tenant_id, id).await,
+            (Some("upsert"), None) | (Some("delete"), Some(_)) => Ok(()),
+            (other, _) => Err(ClientError::new(
+                format!("unknown kb_index op {other:?}"),
+                false,
+            )),
         }
     }
 

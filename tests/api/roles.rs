@@ -308,13 +308,23 @@ async fn core_ai_and_worker_as_three_processes_route_a_ticket() {
 /// directory every acknowledged ticket exists, and every ticket is triaged
 /// exactly once in effect (one prediction each, every triage job done).
 #[tokio::test]
-async fn a_killed_server_loses_no_acknowledged_ticket_and_triages_each_once() {
-    require_model();
+async fn a_killed_server_loses_no_acknowledged_ticket_and_triages_each_once_sqlite() {
     let dir = crate::helpers::data_dir();
     let db_url = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("crash.db").display()
     );
+    killed_server(dir, db_url).await;
+}
+
+#[tokio::test]
+async fn a_killed_server_loses_no_acknowledged_ticket_and_triages_each_once_postgres() {
+    let pg = PgDatabase::create().await;
+    killed_server(crate::helpers::data_dir(), pg.url.clone()).await;
+}
+
+async fn killed_server(dir: tempfile::TempDir, db_url: String) {
+    require_model();
     let db = Db::connect(&db_url).await.unwrap();
     let acme = create_tenant(&db, "acme", "admin@acme.test", "acme-admin-pw")
         .await

@@ -89,6 +89,7 @@ macro_rules! on_both {
 on_both!(
     a_ticket_is_triaged_routed_and_noted_once,
     triage_results_apply_by_the_tenants_rules,
+    kb_articles_kept_by_the_core_are_indexed_by_the_ai_service,
 );
 
 async fn a_ticket_is_triaged_routed_and_noted_once(b: Backend) {
@@ -631,4 +632,132 @@ async fn triage_results_apply_by_the_tenants_rules(b: Backend) {
     );
     let (s, _) = post(999_999, json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// KB articles written to the core reach the AI service's index through
+/// the worker, and leave it when deleted; customers read public ones only.
+async fn kb_articles_kept_by_the_core_are_indexed_by_the_ai_service(b: Backend) {
+    require_model();
+    let c = spawn_core_with(b, true).await;
+    wait_ready(&c).await;
+    let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+    let article = json!({ "id": "vpn-gateway", "title": "GlobalProtect cannot find the VPN gateway",
+        "body": "When GlobalProtect says the gateway is not found, set the portal to vpn.acme.test and sign in again." });
+    let (s, a) = c
+        .call(
+            "POST",
+            "/api/v1/kb/articles",
+            &c.acme.api_key,
+            Some(article.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(a["index_status"], "pending");
+    let (s, _) = c
+        .call("POST", "/api/v1/kb/articles", &c.acme.api_key,
+            Some(json!({ "id": "escalation", "title": "Escalation matrix", "body": "Call the on-duty lead.", "visibility": "internal" })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let search = || async {
+        let (s, r) = c
+            .call(
+                "GET",
+                "/v1/kb/search?q=GlobalProtect%20gateway%20not%20found&k=5",
+                &c.acme.api_key,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["article_id"] == "vpn-gateway")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, a) = c
+            .call(
+                "GET",
+                "/api/v1/kb/articles/vpn-gateway",
+                &c.acme.api_key,
+                None,
+            )
+            .await;
+        if a["index_status"] == "indexed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not indexed: {a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(search().await, "the AI service finds the core's article");
+    // Customers: public articles only; another tenant: nothing.
+    let (_, seen) = c.call("GET", "/api/v1/kb/articles", &customer, None).await;
+    let ids: Vec<&str> = seen["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["vpn-gateway"]);
+    let (s, _) = c
+        .call("GET", "/api/v1/kb/articles/escalation", &customer, None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/kb/articles",
+            &customer,
+            Some(article.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = c
+        .call(
+            "GET",
+            "/api/v1/kb/articles/vpn-gateway",
+            &c.globex.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = c
+        .call(
+            "DELETE",
+            "/api/v1/kb/articles/vpn-gateway",
+            &c.globex.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, e) = c
+        .call(
+            "POST",
+            "/api/v1/kb/articles",
+            &c.acme.api_key,
+            Some(json!({ "id": "x", "title": "", "body": "b" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    // Deleted in the core: gone from the index.
+    let (s, _) = c
+        .call(
+            "DELETE",
+            "/api/v1/kb/articles/vpn-gateway",
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while search().await {
+        assert!(Instant::now() < deadline, "still indexed after the delete");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'kb.%'")
+            .await,
+        3
+    );
 }
