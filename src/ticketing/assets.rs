@@ -5,13 +5,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::auth::Principal;
-use super::db::{audit, db_error, now};
+use super::db::{audit_and_commit, db_error, now};
 use super::directory::Items;
+use super::tickets::present;
 use super::CoreState;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
@@ -110,19 +111,8 @@ pub async fn create_asset(
     .await
     .map_err(db_error)?;
     let created = asset(&row).map_err(db_error)?;
-    let after = serde_json::to_value(&created).map_err(|e| ApiError::Internal(e.into()))?;
-    audit(
-        &mut **tx,
-        &p.tenant_id,
-        &p.user_id,
-        "asset.create",
-        &format!("asset:{}", created.id),
-        None,
-        Some(&after),
-    )
-    .await
-    .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
+    let object = format!("asset:{}", created.id);
+    audit_and_commit(tx, &p, "asset.create", &object, None, &created).await?;
     Ok((StatusCode::CREATED, ApiJson(created)))
 }
 
@@ -188,13 +178,6 @@ pub async fn read_asset(
     Ok(ApiJson(asset_of(&state.db.pool, &p.tenant_id, id).await?))
 }
 
-/// Missing: unchanged; `null`: cleared; a value: set.
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetPatch {
@@ -253,22 +236,15 @@ pub async fn update_asset(
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
-    let (b, af) = (
-        serde_json::to_value(&before).map_err(|e| ApiError::Internal(e.into()))?,
-        serde_json::to_value(&a).map_err(|e| ApiError::Internal(e.into()))?,
-    );
-    audit(
-        &mut **tx,
-        &p.tenant_id,
-        &p.user_id,
+    audit_and_commit(
+        tx,
+        &p,
         "asset.update",
         &format!("asset:{id}"),
-        Some(&b),
-        Some(&af),
+        Some(&before),
+        &a,
     )
-    .await
-    .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
+    .await?;
     Ok(ApiJson(a))
 }
 
@@ -399,19 +375,8 @@ pub async fn create_work_order(
     .await
     .map_err(db_error)?;
     let created = work_order(&row).map_err(db_error)?;
-    let after = serde_json::to_value(&created).map_err(|e| ApiError::Internal(e.into()))?;
-    audit(
-        &mut **tx,
-        &p.tenant_id,
-        &p.user_id,
-        "work_order.create",
-        &format!("work_order:{}", created.id),
-        None,
-        Some(&after),
-    )
-    .await
-    .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
+    let object = format!("work_order:{}", created.id);
+    audit_and_commit(tx, &p, "work_order.create", &object, None, &created).await?;
     Ok((StatusCode::CREATED, ApiJson(created)))
 }
 
@@ -551,21 +516,7 @@ pub async fn update_work_order(
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
-    let (b, af) = (
-        serde_json::to_value(&before).map_err(|e| ApiError::Internal(e.into()))?,
-        serde_json::to_value(&w).map_err(|e| ApiError::Internal(e.into()))?,
-    );
-    audit(
-        &mut **tx,
-        &p.tenant_id,
-        &p.user_id,
-        "work_order.update",
-        &format!("work_order:{id}"),
-        Some(&b),
-        Some(&af),
-    )
-    .await
-    .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
+    let object = format!("work_order:{id}");
+    audit_and_commit(tx, &p, "work_order.update", &object, Some(&before), &w).await?;
     Ok(ApiJson(w))
 }

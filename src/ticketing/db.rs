@@ -246,3 +246,30 @@ where
     .await?;
     Ok(())
 }
+
+/// Audits `action` on `object` by the principal, with its state before and
+/// after as JSON, and commits the transaction.
+pub async fn audit_and_commit<T: serde::Serialize>(
+    mut tx: WriteTx,
+    p: &super::Principal,
+    action: &str,
+    object: &str,
+    before: Option<&T>,
+    after: &T,
+) -> Result<(), ApiError> {
+    let json = |v: &T| serde_json::to_value(v).map_err(|e| ApiError::Internal(e.into()));
+    let before = before.map(json).transpose()?;
+    let after = json(after)?;
+    audit(
+        &mut **tx,
+        &p.tenant_id,
+        &p.user_id,
+        action,
+        object,
+        before.as_ref(),
+        Some(&after),
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}

@@ -492,7 +492,7 @@ pub async fn list(
 }
 
 /// Missing: unchanged; `null`: cleared; a value: set.
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(super) fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -228,21 +228,6 @@ impl CoreApp {
     }
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both!(
     a_ticket_goes_from_customer_to_agent_with_its_outbox_job_audit_and_labels,
     another_tenants_objects_are_404_everywhere,

@@ -46,21 +46,6 @@ async fn expect_event(s: &mut Socket) -> Value {
         .expect("an event within 10 s")
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both!(
     events_reach_the_tenants_subscribers_filtered_by_role,
     webhooks_are_signed_and_retried_until_delivered,

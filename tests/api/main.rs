@@ -1,4 +1,22 @@
 //! Integration tests: one binary (one link), a real server per test.
+
+/// Each named `async fn(Backend)` as two tests, `<name>::sqlite` and
+/// `<name>::postgres` (the module using it imports `Backend`).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 mod branch;
 mod classify_api;
 mod cli;

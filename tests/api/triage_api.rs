@@ -71,21 +71,6 @@ pub async fn triaged(c: &CoreApp, who: &str, id: i64) -> Value {
     }
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both!(
     a_ticket_is_triaged_routed_and_noted_once,
     triage_results_apply_by_the_tenants_rules,
