@@ -19,3 +19,4 @@ pub mod ticketing;
 pub mod ticketing_cli;
 pub mod triage;
 pub mod vector;
+pub mod vision;

@@ -99,6 +99,7 @@ impl Application {
                 idle: Duration::from_millis(w.idle_ms),
                 // In one process the core wakes it when it commits jobs.
                 wake: (role == Role::All).then(|| core.jobs_signal.clone()),
+                files: core.files.clone(),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()

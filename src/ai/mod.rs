@@ -2,6 +2,7 @@
 //! OpenAI-compatible), the label heads (classify, sentiment, urgency, model
 //! versions and training jobs) and the operational endpoints.
 
+pub mod attachments;
 pub mod classify;
 pub mod embed;
 pub mod heads;
@@ -27,6 +28,7 @@ pub fn router(state: AiState) -> Router {
         .merge(kb::router())
         .merge(similar::router())
         .merge(triage::router())
+        .merge(attachments::router())
         .merge(tenant_settings::router())
         .merge(ops::router())
         .merge(openapi::router())

@@ -166,6 +166,9 @@ pub fn document() -> Value {
             "/v1/triage": { "post": { "summary": "Triage a ticket {ticket_id, subject, body, created_at, callback} on one encoder pass: the tenant's routing heads (category, team, priority), sentiment, urgency, KB suggestions, similar tickets, duplicate and incident; indexes the ticket. callback (the worker's service key only) posts the result to the core first",
                 "parameters": [tenant.clone()],
                 "responses": with(json!({ "description": "{ticket_id, result, callback}" })) } },
+            "/v1/attachments/analyze": { "post": { "summary": "Check an image (raw bytes; PNG, JPEG, WebP, GIF, BMP, TIFF; ≤ 20 MiB, ≤ 50 megapixels): format and size, EXIF tags found (GPS flagged; the stored copy keeps none), quality (blur variance, exposure, resolution, with thresholds), 64-bit perceptual hash, each step's time. Kind, OCR, barcodes and PII: later",
+                "parameters": [tenant.clone()],
+                "responses": with(json!({ "description": "{format, width, height, bytes, exif {removed, gps}, quality, phash, timings_ms}" })) } },
             "/v1/settings": {
                 "get": { "summary": "The tenant's thresholds (defaults until set)", "parameters": [tenant.clone()],
                     "responses": { "200": { "description": "The settings", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantSettings" } } } } } },

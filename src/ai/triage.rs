@@ -295,6 +295,22 @@ impl AiClient for AiState {
         })
     }
 
+    fn analyze_image<'a>(
+        &'a self,
+        _tenant: &'a str,
+        bytes: axum::body::Bytes,
+    ) -> BoxFut<'a, Result<serde_json::Value, ClientError>> {
+        Box::pin(async move {
+            let limits = crate::vision::DecodeLimits::default();
+            let report =
+                tokio::task::spawn_blocking(move || crate::vision::analyze(&bytes, limits))
+                    .await
+                    .map_err(|e| ClientError::new(e.to_string(), true))?
+                    .map_err(|e| ClientError::new(e.to_string(), false))?;
+            serde_json::to_value(report).map_err(|e| ClientError::new(e.to_string(), false))
+        })
+    }
+
     fn kb_delete<'a>(
         &'a self,
         tenant: &'a str,

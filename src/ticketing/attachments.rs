@@ -28,7 +28,7 @@ use super::auth::Principal;
 use super::db::{audit, db_error, now};
 use super::directory::Items;
 use super::CoreState;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// Where attachment bytes live.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -122,6 +122,12 @@ pub struct Attachment {
     pub public: bool,
     pub uploaded_by: String,
     pub created_at: i64,
+    /// Images: the metadata removed before the file was stored
+    /// (`removed` tags, `gps`).
+    pub privacy: Option<serde_json::Value>,
+    /// Images: the AI service's check (quality, perceptual hash, …), once
+    /// the worker has run it.
+    pub analysis: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,11 +199,18 @@ fn attachment(r: &sqlx::any::AnyRow) -> Result<Attachment, sqlx::Error> {
         public: r.try_get::<i64, _>("public")? != 0,
         uploaded_by: r.try_get("uploaded_by")?,
         created_at: r.try_get("created_at")?,
+        privacy: json_column(r, "privacy")?,
+        analysis: json_column(r, "analysis")?,
     })
 }
 
-const COLUMNS: &str =
-    "id, ticket_id, filename, content_type, size, sha256, public, uploaded_by, created_at";
+fn json_column(r: &sqlx::any::AnyRow, c: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let text: Option<String> = r.try_get(c)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+const COLUMNS: &str = "id, ticket_id, filename, content_type, size, sha256, public, uploaded_by, \
+                       created_at, privacy, analysis";
 
 /// `POST /api/v1/tickets/{id}/attachments`.
 pub async fn upload(
@@ -206,7 +219,7 @@ pub async fn upload(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<UploadQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, ApiJson<Attachment>), ApiError> {
     let filename = check_filename(&q.filename)?.to_string();
     let content_type = content_type(&headers)?;
@@ -219,6 +232,18 @@ pub async fn upload(
         ));
     }
     super::tickets::visible(&state.db.pool, &p, id).await?;
+    // Images lose their metadata (GPS above all) before they are stored;
+    // the worker then has the AI service check them.
+    let image = content_type.starts_with("image/");
+    let (body, privacy) = if image {
+        let report = crate::vision::exif_report(&body);
+        let clean = crate::vision::strip_metadata(&body)
+            .ok_or_else(|| ApiError::validation("the image file is damaged"))?;
+        let privacy = serde_json::json!({ "removed": report.removed, "gps": report.gps });
+        (Bytes::from(clean), Some(privacy.to_string()))
+    } else {
+        (body, None)
+    };
     let sha256 = hex::encode(Sha256::digest(&body));
     let size = body.len() as i64;
     let key = format!("{}/{id}/{}", p.tenant_id, super::new_id());
@@ -234,8 +259,8 @@ pub async fn upload(
     let mut tx = state.db.begin_write().await.map_err(db_error)?;
     let row = sqlx::query(&format!(
         "INSERT INTO attachments (tenant_id, ticket_id, filename, content_type, size, sha256, \
-         storage_key, public, uploaded_by, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+         storage_key, public, uploaded_by, created_at, privacy) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
     ))
     .bind(&p.tenant_id)
     .bind(id)
@@ -247,10 +272,24 @@ pub async fn upload(
     .bind(i64::from(q.public))
     .bind(&p.user_id)
     .bind(at)
+    .bind(privacy)
     .fetch_one(&mut **tx)
     .await
     .map_err(db_error)?;
     let created = attachment(&row).map_err(db_error)?;
+    if image {
+        sqlx::query(
+            "INSERT INTO outbox (tenant_id, kind, payload, idempotency_key, available_at, created_at) \
+             VALUES ($1, 'attachment_check', $2, $3, $4, $4)",
+        )
+        .bind(&p.tenant_id)
+        .bind(serde_json::json!({ "attachment_id": created.id }).to_string())
+        .bind(format!("attachment_check:{}", created.id))
+        .bind(at)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    }
     let after = serde_json::json!({ "filename": filename, "size": size, "sha256": sha256 });
     audit(
         &mut **tx,
@@ -264,6 +303,9 @@ pub async fn upload(
     .await
     .map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
+    if image {
+        state.jobs_signal.notify_one();
+    }
     Ok((StatusCode::CREATED, ApiJson(created)))
 }
 
@@ -351,6 +393,42 @@ pub async fn download(
         HeaderValue::from_str(&a.sha256).unwrap_or(HeaderValue::from_static("")),
     );
     Ok(r)
+}
+
+/// The stored bytes of an attachment of `tenant` (the worker's check).
+pub async fn stored_bytes(
+    db: &super::Db,
+    files: &dyn ObjectStore,
+    tenant: &str,
+    id: i64,
+) -> anyhow::Result<Option<Bytes>> {
+    let row = sqlx::query("SELECT storage_key FROM attachments WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let key: String = row.try_get("storage_key")?;
+    let got = files
+        .get_opts(&ObjectPath::from(key.as_str()), GetOptions::default())
+        .await?;
+    Ok(Some(got.bytes().await?))
+}
+
+/// Stores the AI service's report on the attachment.
+pub async fn save_analysis(
+    db: &super::Db,
+    tenant: &str,
+    id: i64,
+    report: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE attachments SET analysis = $1 WHERE tenant_id = $2 AND id = $3")
+        .bind(report.to_string())
+        .bind(tenant)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -94,6 +94,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_kb.sql"),
         include_str!("../../migrations/postgres/0006_kb.sql"),
     ),
+    (
+        7,
+        "attachment_checks",
+        include_str!("../../migrations/sqlite/0007_attachment_checks.sql"),
+        include_str!("../../migrations/postgres/0007_attachment_checks.sql"),
+    ),
 ];
 
 /// The database URL: `url` when set, else `DATABASE_URL`, else a SQLite file

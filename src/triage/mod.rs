@@ -197,6 +197,13 @@ pub trait AiClient: Send + Sync {
         article: crate::ai::kb::Article,
     ) -> BoxFut<'a, Result<(), ClientError>>;
 
+    /// The image checks of an attachment's bytes (a JSON report).
+    fn analyze_image<'a>(
+        &'a self,
+        tenant: &'a str,
+        bytes: axum::body::Bytes,
+    ) -> BoxFut<'a, Result<serde_json::Value, ClientError>>;
+
     /// Removes a KB article of `tenant` from the index (absent: done).
     fn kb_delete<'a>(&'a self, tenant: &'a str, id: &'a str)
         -> BoxFut<'a, Result<(), ClientError>>;
@@ -294,6 +301,39 @@ impl AiClient for HttpClient {
             self.post::<serde_json::Value>(tenant, "/v1/kb/articles", &article)
                 .await
                 .map(|_| ())
+        })
+    }
+
+    fn analyze_image<'a>(
+        &'a self,
+        tenant: &'a str,
+        bytes: axum::body::Bytes,
+    ) -> BoxFut<'a, Result<serde_json::Value, ClientError>> {
+        Box::pin(async move {
+            let url = format!("{}/v1/attachments/analyze", self.base);
+            let r = self
+                .client
+                .post(&url)
+                .bearer_auth(&self.key)
+                .header(crate::ai::tenant::HEADER, tenant)
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .map_err(|e| ClientError::new(format!("{url}: {e}"), true))?;
+            let status = r.status();
+            let body: serde_json::Value = r
+                .json()
+                .await
+                .map_err(|e| ClientError::new(format!("{url}: bad answer: {e}"), true))?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(ClientError::new(
+                    format!("{url}: {status}: {body}"),
+                    status.is_server_error() || status.as_u16() == 429,
+                ))
+            }
         })
     }
 

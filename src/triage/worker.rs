@@ -25,6 +25,8 @@ pub struct Worker {
     pub idle: Duration,
     /// Delivers webhooks.
     pub http: reqwest::Client,
+    /// Attachment bytes (the same store as the core's).
+    pub files: Arc<dyn object_store::ObjectStore>,
     /// Cuts an idle sleep short (the in-process core's new jobs).
     pub wake: Option<Arc<tokio::sync::Notify>>,
 }
@@ -130,6 +132,7 @@ impl Worker {
             "triage" => self.triage(job).await,
             "webhook" => self.deliver(job).await,
             "kb_index" => self.index_article(job).await,
+            "attachment_check" => self.check_attachment(job).await,
             other => Err(ClientError::new(
                 format!("unknown job kind {other:?}"),
                 false,
@@ -178,6 +181,30 @@ impl Worker {
                 true,
             ))
         }
+    }
+
+    /// Has the AI service check an image attachment; stores its report.
+    /// A file the checks refuse (damaged, too many pixels) gets the refusal
+    /// as its report instead of being retried.
+    async fn check_attachment(&self, job: &Job) -> Result<(), ClientError> {
+        use crate::ticketing::attachments;
+        let id = job.payload["attachment_id"].as_i64().ok_or_else(|| {
+            ClientError::new("attachment_check job without an attachment_id", false)
+        })?;
+        let bytes = attachments::stored_bytes(&self.db, self.files.as_ref(), &job.tenant_id, id)
+            .await
+            .map_err(|e| ClientError::new(format!("read attachment {id}: {e}"), true))?;
+        let Some(bytes) = bytes else {
+            return Ok(()); // gone
+        };
+        let report = match self.ai.analyze_image(&job.tenant_id, bytes).await {
+            Ok(r) => r,
+            Err(e) if !e.retry => serde_json::json!({ "error": e.message }),
+            Err(e) => return Err(e),
+        };
+        attachments::save_analysis(&self.db, &job.tenant_id, id, &report)
+            .await
+            .map_err(|e| ClientError::new(e.to_string(), true))
     }
 
     /// Has the AI service index (or drop) a KB article as the core has it

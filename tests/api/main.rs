@@ -30,3 +30,4 @@ mod kb_api;
 mod ops_api;
 mod roles;
 mod triage_api;
+mod vision_api;

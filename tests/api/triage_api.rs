@@ -75,6 +75,7 @@ on_both!(
     a_ticket_is_triaged_routed_and_noted_once,
     triage_results_apply_by_the_tenants_rules,
     kb_articles_kept_by_the_core_are_indexed_by_the_ai_service,
+    image_attachments_lose_their_gps_and_get_checked_by_the_worker,
 );
 
 async fn a_ticket_is_triaged_routed_and_noted_once(b: Backend) {
@@ -744,5 +745,116 @@ async fn kb_articles_kept_by_the_core_are_indexed_by_the_ai_service(b: Backend) 
         c.count("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'kb.%'")
             .await,
         3
+    );
+}
+
+/// An image attachment is stored without its metadata (GPS reported as
+/// removed) and the worker has the AI service check it.
+async fn image_attachments_lose_their_gps_and_get_checked_by_the_worker(b: Backend) {
+    require_model();
+    let c = spawn_core_with(b, true).await;
+    wait_ready(&c).await;
+    let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "Photo of the label" })),
+        )
+        .await;
+    let id = t["id"].as_i64().unwrap();
+    let upload = |ctype: &'static str, bytes: Vec<u8>| {
+        c.app
+            .client
+            .post(format!(
+                "{}/api/v1/tickets/{id}/attachments?filename=photo.jpg",
+                c.app.address
+            ))
+            .bearer_auth(customer.clone())
+            .header("content-type", ctype)
+            .body(bytes)
+            .send()
+    };
+    let jpeg = helpdesk::vision::testdata::jpeg_with_gps();
+    let r = upload("image/jpeg", jpeg.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["privacy"]["gps"], true, "{a}");
+    assert!(
+        a["privacy"]["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "GPSLatitudeRef"),
+        "{a}"
+    );
+    assert!(a["size"].as_u64().unwrap() < jpeg.len() as u64);
+    // The stored copy has no EXIF left.
+    let stored = c
+        .app
+        .client
+        .get(format!("{}/api/v1/attachments/{}", c.app.address, a["id"]))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let left = helpdesk::vision::exif_report(&stored);
+    assert!(left.removed.is_empty() && !left.gps, "{left:?}");
+    // A file that only claims to be an image is kept, and its check says why it failed.
+    let r = upload("image/png", b"not really a png".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // A damaged image is refused at the door.
+    let mut broken = b"\x89PNG\r\n\x1a\n".to_vec();
+    broken.extend_from_slice(&[0, 0, 0, 13, b'I', b'H']);
+    let r = upload("image/png", broken).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let items = loop {
+        let (_, list) = c
+            .call(
+                "GET",
+                &format!("/api/v1/tickets/{id}/attachments"),
+                &customer,
+                None,
+            )
+            .await;
+        let items = list["items"].as_array().unwrap().clone();
+        if items.iter().all(|a| !a["analysis"].is_null()) {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "not checked: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(items.len(), 2);
+    let report = &items[0]["analysis"];
+    assert_eq!(
+        (report["format"].as_str(), report["width"].as_u64()),
+        (Some("jpeg"), Some(64)),
+        "{report}"
+    );
+    assert_eq!(report["phash"].as_str().unwrap().len(), 16);
+    assert!(
+        report["exif"]["removed"].as_array().unwrap().is_empty(),
+        "checked the stored copy"
+    );
+    assert!(
+        items[1]["analysis"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an image"),
+        "{}",
+        items[1]
+    );
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM outbox WHERE kind = 'attachment_check' AND status = 'done'")
+            .await,
+        2
     );
 }
