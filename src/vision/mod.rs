@@ -198,17 +198,39 @@ pub fn stripped_png(img: &DynamicImage) -> Result<Vec<u8>, VisionError> {
 /// Grayscale at most `max_side` on the longer side.
 fn gray_within(img: &DynamicImage, max_side: u32) -> GrayImage {
     let (w, h) = (img.width(), img.height());
+    // Gray first: the resize then filters one channel, not three.
+    let gray = img.to_luma8();
     if w.max(h) <= max_side {
-        img.to_luma8()
-    } else {
-        img.resize(max_side, max_side, image::imageops::FilterType::Triangle)
-            .to_luma8()
+        return gray;
     }
+    // Average k×k blocks (k the smallest integer that fits): one pass over
+    // the pixels, where a filtered resize costs several times more.
+    let k = w.max(h).div_ceil(max_side);
+    let (nw, nh) = ((w / k).max(1), (h / k).max(1));
+    let src = gray.as_raw();
+    let mut sums = vec![0u32; (nw * nh) as usize];
+    for y in 0..(nh * k) as usize {
+        let row = &src[y * w as usize..y * w as usize + (nw * k) as usize];
+        let out = &mut sums[(y / k as usize) * nw as usize..][..nw as usize];
+        for (i, chunk) in row.chunks_exact(k as usize).enumerate() {
+            out[i] += chunk.iter().map(|&v| u32::from(v)).sum::<u32>();
+        }
+    }
+    let area = k * k;
+    let px = sums
+        .iter()
+        .map(|&s| ((s + area / 2) / area) as u8)
+        .collect();
+    GrayImage::from_raw(nw, nh, px).unwrap_or_else(|| GrayImage::new(nw, nh))
 }
 
 /// Blur (variance of the 4-neighbour Laplacian), exposure and resolution.
 pub fn quality(img: &DynamicImage, t: QualityThresholds) -> Quality {
-    let g = gray_within(img, 1024);
+    quality_of(&gray_within(img, 1024), img.width().min(img.height()), t)
+}
+
+/// `quality` on the grayscale working copy; `short_side` of the original.
+fn quality_of(g: &GrayImage, short_side: u32, t: QualityThresholds) -> Quality {
     let (w, h) = (g.width() as usize, g.height() as usize);
     let px = g.as_raw();
     let n = px.len().max(1) as f64;
@@ -243,7 +265,7 @@ pub fn quality(img: &DynamicImage, t: QualityThresholds) -> Quality {
         blurry: variance < t.blur_variance,
         underexposed: mean < t.dark_mean,
         overexposed: mean > t.bright_mean,
-        low_resolution: img.width().min(img.height()) < t.min_short_side,
+        low_resolution: short_side < t.min_short_side,
         thresholds: t,
     }
 }
@@ -251,9 +273,12 @@ pub fn quality(img: &DynamicImage, t: QualityThresholds) -> Quality {
 /// DCT perceptual hash: 32×32 grayscale, 2-D DCT-II, the 8×8 lowest
 /// frequencies against their median (the DC term left out of the median).
 pub fn phash(img: &DynamicImage) -> u64 {
-    let g = img
-        .resize_exact(32, 32, image::imageops::FilterType::Triangle)
-        .to_luma8();
+    phash_of(&gray_within(img, 1024))
+}
+
+/// `phash` of a grayscale working copy.
+fn phash_of(gray: &GrayImage) -> u64 {
+    let g = image::imageops::resize(gray, 32, 32, image::imageops::FilterType::Triangle);
     let px: Vec<f64> = g.as_raw().iter().map(|&v| f64::from(v)).collect();
     const N: usize = 32;
     let cos: Vec<f64> = (0..8 * N)
@@ -296,11 +321,19 @@ pub fn analyze(bytes: &[u8], limits: DecodeLimits) -> Result<Report, VisionError
     let t = Instant::now();
     let exif = exif_report(bytes);
     timings.insert("exif", ms(t));
+    // One grayscale working copy (≤ 1024 px a side) for both steps.
     let t = Instant::now();
-    let quality = quality(&img, QualityThresholds::default());
+    let gray = gray_within(&img, 1024);
+    timings.insert("grayscale", ms(t));
+    let t = Instant::now();
+    let quality = quality_of(
+        &gray,
+        img.width().min(img.height()),
+        QualityThresholds::default(),
+    );
     timings.insert("quality", ms(t));
     let t = Instant::now();
-    let hash = phash(&img);
+    let hash = phash_of(&gray);
     timings.insert("phash", ms(t));
     Ok(Report {
         format: format!("{format:?}").to_lowercase(),
