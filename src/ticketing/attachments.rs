@@ -278,15 +278,16 @@ pub async fn upload(
     .map_err(db_error)?;
     let created = attachment(&row).map_err(db_error)?;
     if image {
-        sqlx::query(
-            "INSERT INTO outbox (tenant_id, kind, payload, idempotency_key, available_at, created_at) \
-             VALUES ($1, 'attachment_check', $2, $3, $4, $4)",
+        let payload = serde_json::json!({ "attachment_id": created.id });
+        let key = format!("attachment_check:{}", created.id);
+        super::jobs::enqueue(
+            &mut tx,
+            &p.tenant_id,
+            "attachment_check",
+            &payload,
+            &key,
+            at,
         )
-        .bind(&p.tenant_id)
-        .bind(serde_json::json!({ "attachment_id": created.id }).to_string())
-        .bind(format!("attachment_check:{}", created.id))
-        .bind(at)
-        .execute(&mut **tx)
         .await
         .map_err(db_error)?;
     }

@@ -55,6 +55,31 @@ pub enum Failed {
     Dead,
 }
 
+/// Queues a job of `kind` in the caller's transaction (so the job exists
+/// exactly when the change that needs it commits). `key` is unique: the
+/// idempotency key a handler can rely on.
+pub async fn enqueue(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+    key: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, kind, payload, idempotency_key, available_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(tenant)
+    .bind(kind)
+    .bind(payload.to_string())
+    .bind(key)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Claims the oldest due job: pending and available, or running with its
 /// lease run out (its worker died). `None` when there is none.
 pub async fn claim(db: &Db, policy: &QueuePolicy, at: i64) -> Result<Option<Job>, sqlx::Error> {

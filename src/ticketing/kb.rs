@@ -45,17 +45,9 @@ async fn queue(
     op: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (tenant_id, kind, payload, idempotency_key, available_at, created_at) \
-         VALUES ($1, 'kb_index', $2, $3, $4, $4)",
-    )
-    .bind(tenant)
-    .bind(serde_json::json!({ "article_id": id, "op": op }).to_string())
-    .bind(format!("kb:{id}:{}", super::new_id()))
-    .bind(at)
-    .execute(&mut ***tx)
-    .await?;
-    Ok(())
+    let payload = serde_json::json!({ "article_id": id, "op": op });
+    let key = format!("kb:{id}:{}", super::new_id());
+    super::jobs::enqueue(tx, tenant, "kb_index", &payload, &key, at).await
 }
 
 /// `POST /api/v1/kb/articles` (staff): create or replace by `id`.

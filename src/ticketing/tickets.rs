@@ -281,16 +281,9 @@ pub(super) async fn insert_ticket(
     .await?;
     let created = ticket(&row)?;
     // The triage job, in the same transaction: no ticket without its job.
-    sqlx::query(
-        "INSERT INTO outbox (tenant_id, kind, payload, idempotency_key, available_at, created_at) \
-         VALUES ($1, 'triage', $2, $3, $4, $4)",
-    )
-    .bind(&r.tenant_id)
-    .bind(serde_json::json!({ "ticket_id": created.id }).to_string())
-    .bind(format!("triage:{}", created.id))
-    .bind(at)
-    .execute(&mut ***tx)
-    .await?;
+    let payload = serde_json::json!({ "ticket_id": created.id });
+    let key = format!("triage:{}", created.id);
+    super::jobs::enqueue(tx, &r.tenant_id, "triage", &payload, &key, at).await?;
     let after = serde_json::json!({ "subject": created.subject, "priority": created.priority });
     audit(
         &mut ***tx,

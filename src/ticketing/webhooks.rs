@@ -203,16 +203,8 @@ pub async fn enqueue(
         }
         let id: i64 = h.try_get("id")?;
         let payload = serde_json::json!({ "webhook_id": id, "event": event });
-        sqlx::query(
-            "INSERT INTO outbox (tenant_id, kind, payload, idempotency_key, available_at, created_at) \
-             VALUES ($1, 'webhook', $2, $3, $4, $4)",
-        )
-        .bind(&event.tenant_id)
-        .bind(payload.to_string())
-        .bind(format!("webhook:{id}:{}", super::new_id()))
-        .bind(event.at)
-        .execute(&mut **tx)
-        .await?;
+        let key = format!("webhook:{id}:{}", super::new_id());
+        super::jobs::enqueue(tx, &event.tenant_id, "webhook", &payload, &key, event.at).await?;
     }
     Ok(event)
 }
