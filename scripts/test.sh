@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The test command (README): fetches the models the tests need (a no-op when
-# present), then runs every test in the release profile, the one the server
-# and benches use, so a developer and CI build the dependencies once.
-# Tests that need a model fail loudly when it is missing; none is skipped.
+# The test command (README): installs the Debian packages the checks use
+# (tesseract; a no-op when present) and fetches the models the tests need
+# (a no-op when present), then runs every test in the release profile, the
+# one the server and benches use, so a developer and CI build the
+# dependencies once. Tests that need a model or tesseract fail loudly when it
+# is missing; none is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-deps.sh
 scripts/fetch-models.sh
 # The Qdrant-server backend's tests are marked ignored: they need a server,
 # which they get from QDRANT_URL; without one they are reported as not run.

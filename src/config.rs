@@ -29,6 +29,16 @@ pub struct Settings {
     pub security: crate::security::SecuritySettings,
     pub events: crate::ticketing::events::EventsSettings,
     pub attachments: crate::ticketing::attachments::AttachmentSettings,
+    pub vision: VisionSettings,
+}
+
+/// The attachment checks (issue 6).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisionSettings {
+    /// The pipeline file (steps on/off, thresholds, per-tenant overrides);
+    /// default: the shipped `pipelines/attachment-checks.toml`, compiled in.
+    pub pipeline: Option<PathBuf>,
 }
 
 /// Which parts of the platform this process runs.
@@ -218,6 +228,7 @@ impl Default for Settings {
             security: crate::security::SecuritySettings::default(),
             events: crate::ticketing::events::EventsSettings::default(),
             attachments: crate::ticketing::attachments::AttachmentSettings::default(),
+            vision: VisionSettings::default(),
         }
     }
 }
@@ -314,6 +325,8 @@ impl Settings {
         }
         self.security.validate().map_err(ConfigError::Invalid)?;
         self.attachments.validate().map_err(ConfigError::Invalid)?;
+        crate::vision::pipeline::Pipeline::load(self.vision.pipeline.as_deref())
+            .map_err(|e| ConfigError::Invalid(format!("vision.pipeline: {e}")))?;
         if self.worker.concurrency == 0 || self.worker.concurrency > 64 {
             return bad("worker.concurrency must be within 1 and 64");
         }

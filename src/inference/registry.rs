@@ -17,24 +17,48 @@ pub struct Registry {
     pub models: BTreeMap<String, ModelSpec>,
 }
 
+/// One model. The text-encoder fields (hub repo, pooling, dims, sequence
+/// length) default to empty for other kinds (the image classifier).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModelSpec {
     pub kind: String,
     pub description: String,
+    #[serde(default)]
     pub hub_repo: String,
+    #[serde(default)]
     pub revision: String,
+    #[serde(default)]
     pub architecture: String,
+    #[serde(default)]
     pub pooling: Pooling,
+    #[serde(default)]
     pub normalize: bool,
+    #[serde(default)]
     pub dims: usize,
+    #[serde(default)]
     pub max_seq_length: usize,
+    #[serde(default)]
+    pub input_size: Option<usize>,
     pub offline: Option<OfflineSource>,
     pub files: Vec<ModelFile>,
+    /// A file made from the fetched ones after download (and its sha256).
+    #[serde(default)]
+    pub convert: Option<Convert>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Convert {
+    /// `torch-legacy-pickle`: `scripts/convert_torch_legacy.py`.
+    pub with: String,
+    pub from: String,
+    pub to: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
+    #[default]
     Mean,
     Cls,
 }

@@ -125,9 +125,12 @@ pub struct Attachment {
     /// Images: the metadata removed before the file was stored
     /// (`removed` tags, `gps`).
     pub privacy: Option<serde_json::Value>,
-    /// Images: the AI service's check (quality, perceptual hash, …), once
-    /// the worker has run it.
+    /// Images: the AI service's check (kind, quality, OCR text, barcodes,
+    /// personal data, perceptual hash, and what it linked under `links`),
+    /// once the worker has run it. Staff only.
     pub analysis: Option<serde_json::Value>,
+    /// The asset a barcode on the image named.
+    pub asset_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +204,7 @@ fn attachment(r: &sqlx::any::AnyRow) -> Result<Attachment, sqlx::Error> {
         created_at: r.try_get("created_at")?,
         privacy: json_column(r, "privacy")?,
         analysis: json_column(r, "analysis")?,
+        asset_id: r.try_get("asset_id")?,
     })
 }
 
@@ -210,7 +214,7 @@ fn json_column(r: &sqlx::any::AnyRow, c: &str) -> Result<Option<serde_json::Valu
 }
 
 const COLUMNS: &str = "id, ticket_id, filename, content_type, size, sha256, public, uploaded_by, \
-                       created_at, privacy, analysis";
+                       created_at, privacy, analysis, asset_id";
 
 /// `POST /api/v1/tickets/{id}/attachments`.
 pub async fn upload(
@@ -327,11 +331,18 @@ pub async fn list(
     .fetch_all(&state.db.pool)
     .await
     .map_err(db_error)?;
-    let items = rows
+    let mut items: Vec<Attachment> = rows
         .iter()
         .map(attachment)
         .collect::<Result<_, _>>()
         .map_err(db_error)?;
+    if !p.is_staff() {
+        // The check links to other tickets and reads the file's text: for
+        // the agents.
+        for a in &mut items {
+            a.analysis = None;
+        }
+    }
     Ok(ApiJson(Items { items }))
 }
 
@@ -416,20 +427,206 @@ pub async fn stored_bytes(
     Ok(Some(got.bytes().await?))
 }
 
-/// Stores the AI service's report on the attachment.
+/// Stores the AI service's report on the attachment, with what it links
+/// (under `links` in the stored report):
+/// - `near_duplicate`: the closest earlier ticket's attachment within the
+///   report's `near_duplicate_distance` (Hamming, of the 64-bit pHash); the
+///   two tickets get a `near_duplicate_image` link;
+/// - `asset`: the tenant's asset whose tag or serial a barcode spells; the
+///   ticket and its work orders that have no asset yet get it.
+///
+/// Returns the attachment's ticket and the stored report (`None`: the
+/// attachment is gone).
 pub async fn save_analysis(
     db: &super::Db,
     tenant: &str,
     id: i64,
     report: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE attachments SET analysis = $1 WHERE tenant_id = $2 AND id = $3")
-        .bind(report.to_string())
+) -> Result<Option<(i64, serde_json::Value)>, sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    let Some(row) =
+        sqlx::query("SELECT ticket_id FROM attachments WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let ticket: i64 = row.try_get("ticket_id")?;
+    let at = now();
+    let mut report = report.clone();
+    let mut links = serde_json::Map::new();
+    let hash = report["phash"]
+        .as_str()
+        .and_then(|h| u64::from_str_radix(h, 16).ok());
+    if let (Some(hash), Some(max)) = (hash, report["near_duplicate_distance"].as_u64()) {
+        // Earlier tickets' images of the tenant, nearest first.
+        let rows = sqlx::query(
+            "SELECT id, ticket_id, phash FROM attachments \
+             WHERE tenant_id = $1 AND phash IS NOT NULL AND ticket_id < $2",
+        )
         .bind(tenant)
-        .bind(id)
-        .execute(&db.pool)
+        .bind(ticket)
+        .fetch_all(&mut **tx)
         .await?;
-    Ok(())
+        let mut best: Option<(u32, i64, i64)> = None;
+        for r in &rows {
+            let other: String = r.try_get("phash")?;
+            let Ok(other) = u64::from_str_radix(&other, 16) else {
+                continue;
+            };
+            let d = crate::vision::hamming(hash, other);
+            let cand = (
+                d,
+                r.try_get::<i64, _>("ticket_id")?,
+                r.try_get::<i64, _>("id")?,
+            );
+            if u64::from(d) <= max && best.is_none_or(|b| cand < b) {
+                best = Some(cand);
+            }
+        }
+        if let Some((distance, earlier, attachment)) = best {
+            let detail = serde_json::json!({
+                "attachment_id": id, "linked_attachment_id": attachment, "distance": distance,
+            });
+            sqlx::query(
+                "INSERT INTO ticket_links (tenant_id, ticket_id, linked_ticket_id, reason, detail, \
+                 created_at) VALUES ($1, $2, $3, 'near_duplicate_image', $4, $5) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(ticket)
+            .bind(earlier)
+            .bind(detail.to_string())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            links.insert(
+                "near_duplicate".into(),
+                serde_json::json!({ "ticket_id": earlier, "attachment_id": attachment,
+                    "distance": distance }),
+            );
+        }
+    }
+    let codes = report["barcodes"].as_array().cloned().unwrap_or_default();
+    let mut asset_id = None;
+    for code in codes.iter().filter_map(|c| c["text"].as_str()) {
+        let code = code.trim();
+        if code.is_empty() || code.len() > 200 {
+            continue;
+        }
+        let found = sqlx::query(
+            "SELECT id, tag FROM assets WHERE tenant_id = $1 AND (tag = $2 OR serial = $2) \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(code)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(a) = found {
+            let asset: i64 = a.try_get("id")?;
+            let tag: String = a.try_get("tag")?;
+            let ticket_linked = sqlx::query(
+                "UPDATE tickets SET asset_id = $1 WHERE tenant_id = $2 AND id = $3 \
+                 AND asset_id IS NULL",
+            )
+            .bind(asset)
+            .bind(tenant)
+            .bind(ticket)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let orders = sqlx::query(
+                "UPDATE work_orders SET asset_id = $1 WHERE tenant_id = $2 AND ticket_id = $3 \
+                 AND asset_id IS NULL",
+            )
+            .bind(asset)
+            .bind(tenant)
+            .bind(ticket)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            links.insert(
+                "asset".into(),
+                serde_json::json!({ "asset_id": asset, "tag": tag, "code": code,
+                    "ticket_linked": ticket_linked, "work_orders_linked": orders }),
+            );
+            asset_id = Some(asset);
+            break;
+        }
+    }
+    if !links.is_empty() {
+        let after = serde_json::Value::Object(links.clone());
+        audit(
+            &mut **tx,
+            tenant,
+            "ai:attachment_check",
+            "attachment.links",
+            &format!("ticket:{ticket}/attachment:{id}"),
+            None,
+            Some(&after),
+        )
+        .await?;
+    }
+    report["links"] = serde_json::Value::Object(links);
+    sqlx::query(
+        "UPDATE attachments SET analysis = $1, phash = $2, asset_id = $3 \
+         WHERE tenant_id = $4 AND id = $5",
+    )
+    .bind(report.to_string())
+    .bind(hash.map(|h| format!("{h:016x}")))
+    .bind(asset_id)
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some((ticket, report)))
+}
+
+/// The text of a ticket's checked attachments, for its triage: each
+/// attachment's OCR text with personal data redacted, when the check found
+/// it usable. (attachment id, text) in upload order.
+pub async fn texts_of(
+    db: &super::Db,
+    tenant: &str,
+    ticket: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, analysis FROM attachments WHERE tenant_id = $1 AND ticket_id = $2 \
+         AND analysis IS NOT NULL ORDER BY id",
+    )
+    .bind(tenant)
+    .bind(ticket)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let analysis: String = r.try_get("analysis")?;
+        let Ok(a) = serde_json::from_str::<serde_json::Value>(&analysis) else {
+            continue;
+        };
+        if let Some(t) = usable_text(&a) {
+            out.push((r.try_get("id")?, t));
+        }
+    }
+    Ok(out)
+}
+
+/// A report's OCR text for triage: redacted of personal data, and only when
+/// the check marked it usable.
+pub fn usable_text(report: &serde_json::Value) -> Option<String> {
+    let ocr = &report["ocr"];
+    if ocr["usable"].as_bool() != Some(true) {
+        return None;
+    }
+    let text = report["pii"]["redacted"]
+        .as_str()
+        .or_else(|| ocr["text"].as_str())?
+        .trim();
+    (!text.is_empty()).then(|| text.to_string())
 }
 
 #[cfg(test)]

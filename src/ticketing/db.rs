@@ -100,6 +100,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0007_attachment_checks.sql"),
         include_str!("../../migrations/postgres/0007_attachment_checks.sql"),
     ),
+    (
+        8,
+        "attachment_links",
+        include_str!("../../migrations/sqlite/0008_attachment_links.sql"),
+        include_str!("../../migrations/postgres/0008_attachment_links.sql"),
+    ),
 ];
 
 /// The database URL: `url` when set, else `DATABASE_URL`, else a SQLite file

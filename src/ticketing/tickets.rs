@@ -50,10 +50,54 @@ pub struct Ticket {
     pub sla_due: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The asset the ticket is about (an agent's choice, or a barcode on an
+    /// attachment).
+    pub asset_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub triage: Option<Triage>,
+    /// Tickets this one is linked to (the same screenshot attached to both);
+    /// staff only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<TicketLink>>,
     #[serde(skip)]
     pub triage_status: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketLink {
+    pub ticket_id: i64,
+    /// `near_duplicate_image`.
+    pub reason: String,
+    /// Which attachments, how close.
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// The ticket's links, both ways (this ticket to earlier ones, later ones
+/// to this).
+async fn links_of(db: &super::Db, tenant: &str, id: i64) -> Result<Vec<TicketLink>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT ticket_id, linked_ticket_id, reason, detail, created_at FROM ticket_links \
+         WHERE tenant_id = $1 AND (ticket_id = $2 OR linked_ticket_id = $2) ORDER BY created_at",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await
+    .map_err(db_error)?;
+    rows.iter()
+        .map(|r| {
+            let (a, b): (i64, i64) = (r.try_get("ticket_id")?, r.try_get("linked_ticket_id")?);
+            let detail: String = r.try_get("detail")?;
+            Ok(TicketLink {
+                ticket_id: if a == id { b } else { a },
+                reason: r.try_get("reason")?,
+                detail: serde_json::from_str(&detail).unwrap_or_default(),
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db_error)
 }
 
 /// The AI triage of a ticket as far as it has got (staff only).
@@ -77,7 +121,7 @@ pub struct Triage {
 
 const COLUMNS: &str = "id, subject, body, status, priority, category, team_id, assignee_id, \
                        requester_id, channel, tags, sla_due, created_at, updated_at, \
-                       triage_status";
+                       triage_status, asset_id";
 
 fn ticket(r: &AnyRow) -> Result<Ticket, sqlx::Error> {
     let tags: String = r.try_get("tags")?;
@@ -96,7 +140,9 @@ fn ticket(r: &AnyRow) -> Result<Ticket, sqlx::Error> {
         sla_due: r.try_get("sla_due")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        asset_id: r.try_get("asset_id")?,
         triage: None,
+        links: None,
         triage_status: r.try_get("triage_status")?,
     })
 }
@@ -338,6 +384,7 @@ pub async fn read(
     let mut t = visible(&state.db.pool, &p, id).await?;
     if p.is_staff() {
         t.triage = Some(triage_of(&state.db, &p.tenant_id, &t).await?);
+        t.links = Some(links_of(&state.db, &p.tenant_id, id).await?);
     }
     Ok(ApiJson(t))
 }
@@ -503,6 +550,8 @@ pub struct TicketPatch {
     #[serde(default, deserialize_with = "present")]
     pub assignee_id: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub asset_id: Option<Option<i64>>,
 }
 
 /// `PATCH /api/v1/tickets/{id}` (staff): status, priority, category, team,
@@ -547,11 +596,26 @@ pub async fn update(
         check_tags(tags)?;
         t.tags = tags.clone();
     }
+    if let Some(asset) = patch.asset_id {
+        if let Some(asset) = asset {
+            let found = sqlx::query("SELECT id FROM assets WHERE tenant_id = $1 AND id = $2")
+                .bind(&p.tenant_id)
+                .bind(asset)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            if found.is_none() {
+                return Err(ApiError::validation(format!("no asset {asset}")));
+            }
+        }
+        t.asset_id = asset;
+    }
     t.updated_at = now();
     let tags = serde_json::to_string(&t.tags).map_err(|e| ApiError::Internal(e.into()))?;
     sqlx::query(
         "UPDATE tickets SET status = $1, priority = $2, category = $3, team_id = $4, \
-         assignee_id = $5, tags = $6, updated_at = $7 WHERE tenant_id = $8 AND id = $9",
+         assignee_id = $5, tags = $6, updated_at = $7, asset_id = $8 \
+         WHERE tenant_id = $9 AND id = $10",
     )
     .bind(&t.status)
     .bind(&t.priority)
@@ -560,6 +624,7 @@ pub async fn update(
     .bind(t.assignee_id.as_deref())
     .bind(&tags)
     .bind(t.updated_at)
+    .bind(t.asset_id)
     .bind(&p.tenant_id)
     .bind(id)
     .execute(&mut **tx)
@@ -599,7 +664,8 @@ pub async fn update(
     }
     let snapshot = |x: &Ticket| {
         serde_json::json!({ "status": x.status, "priority": x.priority, "category": x.category,
-            "team_id": x.team_id, "assignee_id": x.assignee_id, "tags": x.tags })
+            "team_id": x.team_id, "assignee_id": x.assignee_id, "tags": x.tags,
+            "asset_id": x.asset_id })
     };
     audit(
         &mut **tx,

