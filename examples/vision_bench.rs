@@ -82,7 +82,13 @@ fn main() {
             let t = Instant::now();
             let r = vision.analyze("bench", &bytes).expect("analyze");
             let total = t.elapsed().as_secs_f64() * 1e3;
-            assert!(r.skipped.is_empty(), "every step must run: {:?}", r.skipped);
+            // Steps the pipeline leaves out for this kind are fine; a step
+            // off or unavailable (no model, no tesseract) is not measured.
+            assert!(
+                r.skipped.values().all(|why| why.starts_with("not run on")),
+                "every step must be able to run: {:?}",
+                r.skipped
+            );
             if i < 2 {
                 continue; // warm-up
             }

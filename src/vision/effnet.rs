@@ -180,6 +180,16 @@ impl EfficientNetLite0 {
     /// The input tensor (3, 224, 224) of an RGB image: shorter side resized
     /// to 256, centre 224 crop, (x − 127) / 128.
     pub fn preprocess(&self, img: &RgbImage) -> candle_core::Result<Tensor> {
+        // A large photo is first averaged down by a whole factor (one pass),
+        // so the filtered resize below reads ~512 px, not 4000.
+        let k = img.width().min(img.height()) / 512;
+        let small;
+        let img = if k >= 2 {
+            small = box_down(img, k);
+            &small
+        } else {
+            img
+        };
         let (w, h) = (img.width().max(1), img.height().max(1));
         let short = 256.0 / f64::from(w.min(h));
         let (nw, nh) = (
@@ -244,6 +254,30 @@ impl EfficientNetLite0 {
     }
 }
 
+/// Each k×k block of `img` averaged into one pixel.
+fn box_down(img: &RgbImage, k: u32) -> RgbImage {
+    let (nw, nh) = (img.width() / k, img.height() / k);
+    let (w, k) = (img.width() as usize, k as usize);
+    let src = img.as_raw();
+    let mut sums = vec![0u32; nw as usize * nh as usize * 3];
+    for y in 0..nh as usize * k {
+        let row = &src[y * w * 3..(y * w + nw as usize * k) * 3];
+        let out = &mut sums[(y / k) * nw as usize * 3..][..nw as usize * 3];
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            let o = (x / k) * 3;
+            out[o] += u32::from(px[0]);
+            out[o + 1] += u32::from(px[1]);
+            out[o + 2] += u32::from(px[2]);
+        }
+    }
+    let area = (k * k) as u32;
+    let px = sums
+        .iter()
+        .map(|&v| ((v + area / 2) / area) as u8)
+        .collect();
+    RgbImage::from_raw(nw, nh, px).unwrap_or_else(|| RgbImage::new(nw, nh))
+}
+
 fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
     x.clamp(0f32, 6f32)
 }
@@ -267,24 +301,37 @@ fn depthwise(d: &Depthwise, x: &Tensor) -> candle_core::Result<Tensor> {
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(ch, o)| {
         let plane = &src[ch * h * w..(ch + 1) * h * w];
         let wk = &d.w[ch * k * k..(ch + 1) * k * k];
-        let bias = d.b[ch];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = bias;
+        o.fill(d.b[ch]);
+        // Tap by tap over whole output rows: the inner loop is a
+        // contiguous multiply-add the compiler vectorises (stride 1).
+        for kx in 0..k {
+            // Output columns whose input column ox·s + kx − pl is inside.
+            let lo = pl.saturating_sub(kx).div_ceil(s);
+            let hi = ((w + pl).saturating_sub(kx)).div_ceil(s).min(ow);
+            if lo >= hi {
+                continue;
+            }
+            for oy in 0..oh {
+                let out_row = &mut o[oy * ow + lo..oy * ow + hi];
                 for ky in 0..k {
                     let iy = (oy * s + ky) as isize - pt as isize;
                     if iy < 0 || iy >= h as isize {
                         continue;
                     }
+                    let wv = wk[ky * k + kx];
                     let row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    for kx in 0..k {
-                        let ix = (ox * s + kx) as isize - pl as isize;
-                        if ix >= 0 && ix < w as isize {
-                            acc += row[ix as usize] * wk[ky * k + kx];
+                    let first = lo * s + kx - pl;
+                    if s == 1 {
+                        let src_row = &row[first..first + out_row.len()];
+                        for (acc, &v) in out_row.iter_mut().zip(src_row) {
+                            *acc += v * wv;
+                        }
+                    } else {
+                        for (i, acc) in out_row.iter_mut().enumerate() {
+                            *acc += row[first + i * s] * wv;
                         }
                     }
                 }
-                o[oy * ow + ox] = acc;
             }
         }
     });

@@ -66,6 +66,9 @@ pub struct KindReport {
     pub hardware_type: Option<String>,
     /// The probability mass behind `kind` (1.0 when the pixels decided).
     pub confidence: f32,
+    /// What decided: the flat pixels, grey paper, the classifier, or the
+    /// text OCR found (a photographed page).
+    pub decided_by: String,
     /// Probability mass per kind, from the classifier alone.
     pub scores: std::collections::BTreeMap<String, f32>,
     /// Share of identical horizontal neighbours (screenshots: high).
@@ -102,8 +105,19 @@ fn index_of(name: &str) -> Option<usize> {
     class_names().iter().position(|n| *n == name)
 }
 
-/// The kind from the classifier's output and the flat share.
-pub fn decide(out: &Output, flat: f64, screenshot_flat_share: f64, embedding: bool) -> KindReport {
+/// The kind from the classifier's output and the flat share. `grey`: the
+/// file itself is greyscale or bilevel, which scanners and fax make and
+/// screen captures do not; `light`: its mean luminance is paper's. Flat grey
+/// paper is a clean scan; a flat grey dark image (the night sky, a
+/// micrograph) is left to the classifier.
+pub fn decide(
+    out: &Output,
+    flat: f64,
+    grey: bool,
+    light: bool,
+    screenshot_flat_share: f64,
+    embedding: bool,
+) -> KindReport {
     let p = |names: &[&str]| -> f32 {
         names
             .iter()
@@ -128,26 +142,30 @@ pub fn decide(out: &Output, flat: f64, screenshot_flat_share: f64, embedding: bo
     .collect();
     // The classifier knows photos of things; ImageNet has little that looks
     // like a screen capture, so the pixels decide that one.
-    let (kind, confidence) = if flat >= screenshot_flat_share && document < 0.5 {
-        ("screenshot", 1.0)
+    let (kind, confidence, decided_by) = if flat >= screenshot_flat_share && grey && light {
+        ("document", 1.0, "flat grey paper: a clean scan")
+    } else if flat >= screenshot_flat_share && !grey && document < 0.5 {
+        ("screenshot", 1.0, "flat pixels: a screen capture")
     } else {
-        // A kind named by ImageNet classes wins over "photo" (everything
-        // else) when it holds a fair share of the mass: the remaining 990
-        // classes spread the rest thinly.
-        let named = [
-            ("hardware", hardware),
-            ("document", document),
-            ("screenshot", screenshot),
-        ];
+        // Not flat: a camera or a scanner made it, so "web site" means a
+        // page seen through one — a document. A kind named by ImageNet
+        // classes wins over "photo" (everything else) when it holds a fair
+        // share of the mass: the other 990 classes spread the rest thinly.
+        let page = if flat >= screenshot_flat_share && !grey {
+            document
+        } else {
+            document + screenshot
+        };
+        let named = [("hardware", hardware), ("document", page)];
         let best = named
             .iter()
             .copied()
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or(("photo", 0.0));
         if best.1 >= 0.25 {
-            best
+            (best.0, best.1, "classifier")
         } else {
-            ("photo", photo)
+            ("photo", photo, "classifier")
         }
     };
     let mut top: Vec<(usize, f32)> = out.probs.iter().copied().enumerate().collect();
@@ -156,6 +174,7 @@ pub fn decide(out: &Output, flat: f64, screenshot_flat_share: f64, embedding: bo
         kind: kind.to_string(),
         hardware_type: (kind == "hardware").then(|| hw[0].0.to_string()),
         confidence,
+        decided_by: decided_by.to_string(),
         scores,
         flat_share: flat,
         imagenet: top
@@ -203,9 +222,21 @@ mod tests {
 
     #[test]
     fn hardware_type_document_and_photo_follow_the_class_mass() {
+        // A camera's "web site" is a page: a document, not a screenshot.
+        let r = decide(
+            &output_with(&[("web site", 0.5)]),
+            0.05,
+            false,
+            false,
+            0.45,
+            false,
+        );
+        assert_eq!(r.kind, "document");
         let r = decide(
             &output_with(&[("laptop", 0.5), ("notebook", 0.2)]),
             0.05,
+            false,
+            false,
             0.45,
             false,
         );
@@ -215,19 +246,70 @@ mod tests {
         );
         assert!(r.confidence > 0.69);
         assert_eq!(r.imagenet[0].label, "laptop");
-        let r = decide(&output_with(&[("envelope", 0.4)]), 0.1, 0.45, false);
+        let r = decide(
+            &output_with(&[("envelope", 0.4)]),
+            0.1,
+            false,
+            false,
+            0.45,
+            false,
+        );
         assert_eq!(r.kind, "document");
-        let r = decide(&output_with(&[("tabby", 0.6)]), 0.02, 0.45, true);
+        let r = decide(
+            &output_with(&[("tabby", 0.6)]),
+            0.02,
+            false,
+            false,
+            0.45,
+            true,
+        );
         assert_eq!((r.kind.as_str(), r.hardware_type), ("photo", None));
         assert_eq!(r.embedding.map(|e| e.len()), Some(1280));
     }
 
     #[test]
     fn flat_pixels_make_a_screenshot_unless_the_classifier_is_sure_of_paper() {
-        let r = decide(&output_with(&[("monitor", 0.6)]), 0.8, 0.45, false);
+        let r = decide(
+            &output_with(&[("monitor", 0.6)]),
+            0.8,
+            false,
+            false,
+            0.45,
+            false,
+        );
         assert_eq!(r.kind, "screenshot");
-        let r = decide(&output_with(&[("envelope", 0.7)]), 0.8, 0.45, false);
+        let r = decide(
+            &output_with(&[("envelope", 0.7)]),
+            0.8,
+            false,
+            false,
+            0.45,
+            false,
+        );
         assert_eq!(r.kind, "document");
+        // Flat, grey and light: a clean scan, not a screen; flat, grey and
+        // dark (the night sky): the classifier's call.
+        let r = decide(
+            &output_with(&[("monitor", 0.6)]),
+            0.8,
+            true,
+            true,
+            0.45,
+            false,
+        );
+        assert_eq!(r.kind, "document");
+        let r = decide(
+            &output_with(&[("nematode", 0.6)]),
+            0.8,
+            true,
+            false,
+            0.45,
+            false,
+        );
+        assert_eq!(
+            (r.kind.as_str(), r.decided_by.as_str()),
+            ("photo", "classifier")
+        );
     }
 
     #[test]

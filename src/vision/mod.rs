@@ -226,6 +226,14 @@ pub fn hamming(a: u64, b: u64) -> u32 {
     (a ^ b).count_ones()
 }
 
+/// Mean luminance (0-255) of paper: a flat greyscale image at least this
+/// light is a clean scan.
+const PAPER_MEAN: f64 = 160.0;
+/// A "photo" with at least this many words OCR read at this mean
+/// confidence is a photographed page.
+const PAGE_WORDS: usize = 25;
+const PAGE_CONFIDENCE: i32 = 50;
+
 /// The checks with their models: the pipeline, and the image classifier
 /// (loaded on first use from `models/efficientnet-lite0`).
 pub struct Vision {
@@ -331,15 +339,28 @@ impl Vision {
                 }
                 Ok(cnn) => {
                     let t = Instant::now();
-                    let rgb = img.to_rgb8();
+                    let rgb = match &img {
+                        DynamicImage::ImageRgb8(rgb) => std::borrow::Cow::Borrowed(rgb),
+                        other => std::borrow::Cow::Owned(other.to_rgb8()),
+                    };
                     let flat = kind::flat_share(&rgb);
                     let out = cnn
                         .classify(&rgb)
                         .map_err(|e| VisionError::Corrupt(format!("classifier: {e}")))?;
                     timings.insert("kind", ms(t));
+                    let grey = matches!(
+                        img.color(),
+                        image::ColorType::L8 | image::ColorType::La8 | image::ColorType::L16
+                    );
+                    // Paper is light: a dark or mid-grey flat image (the
+                    // moon, a micrograph) is no scan.
+                    let mean = gray.as_raw().iter().map(|&v| u64::from(v)).sum::<u64>() as f64
+                        / gray.as_raw().len().max(1) as f64;
                     Some(kind::decide(
                         &out,
                         flat,
+                        grey,
+                        mean >= PAPER_MEAN,
                         steps.kind.screenshot_flat_share,
                         steps.kind.embedding,
                     ))
@@ -347,7 +368,11 @@ impl Vision {
             }
         };
         let full_gray = (steps.ocr.enabled || steps.barcodes.enabled).then(|| img.to_luma8());
-        let kind_name = kind.as_ref().map_or("photo", |k| k.kind.as_str());
+        let kind_name = kind
+            .as_ref()
+            .map_or("photo", |k| k.kind.as_str())
+            .to_string();
+        let kind_name = kind_name.as_str();
         let ocr = match &full_gray {
             _ if !steps.ocr.enabled => {
                 skipped.insert("ocr", off.clone());
@@ -377,15 +402,33 @@ impl Vision {
                 None
             }
         };
+        // A "photo" full of confidently read words is a photographed page.
+        let mut kind = kind;
+        if let (Some(k), Some(o)) = (kind.as_mut(), &ocr) {
+            if k.kind == "photo"
+                && o.result.words >= PAGE_WORDS
+                && o.result.mean_confidence >= PAGE_CONFIDENCE
+            {
+                k.kind = "document".into();
+                k.decided_by = format!(
+                    "text: {} words read at confidence {}",
+                    o.result.words, o.result.mean_confidence
+                );
+            }
+        }
         let barcodes = match &full_gray {
-            Some(g) if steps.barcodes.enabled => {
+            _ if !steps.barcodes.enabled => {
+                skipped.insert("barcodes", off.clone());
+                Vec::new()
+            }
+            Some(g) if steps.barcodes.kinds.iter().any(|k| k == kind_name) => {
                 let t = Instant::now();
                 let b = barcode::scan(g, steps.barcodes.max_pixels);
                 timings.insert("barcodes", ms(t));
                 b
             }
             _ => {
-                skipped.insert("barcodes", off.clone());
+                skipped.insert("barcodes", format!("not run on {kind_name} images"));
                 Vec::new()
             }
         };

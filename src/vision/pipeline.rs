@@ -63,6 +63,7 @@ pub struct OcrStep {
 #[serde(deny_unknown_fields)]
 pub struct BarcodeStep {
     pub enabled: bool,
+    pub kinds: Vec<String>,
     pub max_pixels: u64,
 }
 
@@ -172,8 +173,12 @@ impl Pipeline {
 
 fn check(s: &Steps, what: &str) -> Result<(), String> {
     let kinds = ["screenshot", "document", "hardware", "photo"];
-    if let Some(k) = s.ocr.kinds.iter().find(|k| !kinds.contains(&k.as_str())) {
-        return Err(format!("{what}: ocr.kinds has {k:?}; kinds are {kinds:?}"));
+    for (step, list) in [("ocr", &s.ocr.kinds), ("barcodes", &s.barcodes.kinds)] {
+        if let Some(k) = list.iter().find(|k| !kinds.contains(&k.as_str())) {
+            return Err(format!(
+                "{what}: {step}.kinds has {k:?}; kinds are {kinds:?}"
+            ));
+        }
     }
     if s.phash.near_duplicate_distance > 32 {
         return Err(format!(

@@ -65,3 +65,16 @@ pub fn jpeg_with_gps() -> Vec<u8> {
     out.extend_from_slice(&jpeg[2..]);
     out
 }
+
+/// `img` as a camera would give it: sensor noise (±12, deterministic), so
+/// no two neighbours are exactly equal as they are in a rendering.
+pub fn photographed(img: &image::GrayImage) -> image::GrayImage {
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    image::GrayImage::from_fn(img.width(), img.height(), |x, y| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let n = (seed % 25) as i32 - 12;
+        image::Luma([(i32::from(img.get_pixel(x, y)[0]) + n).clamp(0, 255) as u8])
+    })
+}

@@ -1091,6 +1091,7 @@ async fn a_label_barcode_links_the_asset_and_a_repeated_screenshot_the_tickets(b
         helpdesk::vision::barcode::render("SN-7XK2-9941", rxing::BarcodeFormat::CODE_128, 420, 120);
     let mut label = image::GrayImage::from_pixel(700, 300, image::Luma([245]));
     image::imageops::replace(&mut label, &bar, 80, 60);
+    let label = helpdesk::vision::testdata::photographed(&label);
     let mut png = Vec::new();
     image::DynamicImage::ImageLuma8(label)
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
