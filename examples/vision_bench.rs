@@ -102,6 +102,13 @@ fn main() {
             }
             steps.entry("total").or_default().push(total);
         }
+        // OCR word accuracy where the ground truth is known (tesseract's page).
+        let accuracy = (name == "phototest_tif").then(|| {
+            let truth = std::fs::read_to_string("tests/fixtures/phototest.txt").expect("truth");
+            let r = vision.analyze("bench", &bytes).expect("analyze");
+            let text = r.ocr.map(|o| o.result.text).unwrap_or_default();
+            helpdesk::vision::ocr::word_accuracy(&text, &truth)
+        });
         let figures: BTreeMap<&str, (f64, f64)> = steps
             .iter_mut()
             .map(|(k, v)| (*k, (q(v, 0.5), q(v, 0.99))))
@@ -109,7 +116,7 @@ fn main() {
         println!(
             "{}",
             serde_json::json!({ "image": name, "bytes": bytes.len(), "runs": runs,
-                "p50_p99_ms": figures })
+                "p50_p99_ms": figures, "ocr_word_accuracy": accuracy })
         );
     }
 }

@@ -1,6 +1,7 @@
 //! `POST /v1/attachments/analyze`: the image checks of issue 6 (decode
 //! within limits, EXIF privacy report, quality, perceptual hash, kind, OCR,
-//! barcodes, personal data) on the raw bytes of an upload, as the tenant's
+//! barcodes, personal data) on an upload — raw bytes with their
+//! Content-Type, or multipart/form-data (the `file` part) — as the tenant's
 //! pipeline has them, in one JSON report with each step's time. Bad or
 //! hostile files are a 422 (a 413 over the size limit), never a crash; the
 //! checks run off the async threads.
@@ -9,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::handler::Handler;
+use axum::http::{header, HeaderMap};
 use axum::routing::post;
 use axum::Router;
 
@@ -30,9 +32,46 @@ pub fn router() -> Router<AiState> {
 async fn analyze(
     State(state): State<AiState>,
     tenant: Tenant,
+    headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<Report>, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let body = if ctype
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        file_part(ctype, body).await?
+    } else {
+        body
+    };
     run(&state, &tenant.0, body).await.map(ApiJson)
+}
+
+/// The file of a multipart/form-data upload: the part named `file`, else
+/// the first part with a file name.
+async fn file_part(ctype: &str, body: Bytes) -> Result<Bytes, ApiError> {
+    let boundary = multer::parse_boundary(ctype)
+        .map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    while let Some(field) = parts
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?
+    {
+        if field.name() == Some("file") || field.file_name().is_some() {
+            return field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("multipart: {e}")));
+        }
+    }
+    Err(ApiError::validation(
+        "the multipart body has no file (a part named \"file\" or with a file name)",
+    ))
 }
 
 /// The checks on one upload, off the async threads.

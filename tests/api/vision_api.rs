@@ -206,9 +206,22 @@ async fn barcodes_on_an_asset_label_are_read() {
 async fn hostile_files_get_a_4xx_and_the_service_stays_up() {
     // The fuzz corpus (bombs, truncations, wrong magic, empty) over HTTP.
     let app = spawn_app().await;
-    let dir = crate::helpers::repo_path("fuzz/corpus/decode");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    // The hand-made seeds, and every 8th input the fuzzer kept.
+    let dir = crate::helpers::repo_path("fuzz/seeds/decode");
+    let kept = crate::helpers::repo_path("fuzz/corpus/decode");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(&kept).unwrap())
+        .map(|e| e.unwrap())
+        .collect();
+    files.sort_by_key(|e| e.file_name());
+    let seeds = files.iter().filter(|e| e.path().starts_with(&dir)).count();
+    assert!(seeds >= 10 && files.len() > 1000, "{} inputs", files.len());
+    for (i, entry) in files.into_iter().enumerate() {
+        if !entry.path().starts_with(&dir) && i % 8 != 0 {
+            continue;
+        }
+        let path = entry.path();
         let body = std::fs::read(&path).unwrap();
         let (s, r) = analyze(&app, "application/octet-stream", body).await;
         assert!(
@@ -226,4 +239,35 @@ async fn hostile_files_get_a_4xx_and_the_service_stays_up() {
         assert!(r["error"].as_str().unwrap().contains("pixels"), "{r}");
     }
     assert_eq!(app.get("/health").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_multipart_upload_is_checked_like_raw_bytes() {
+    let app = spawn_app().await;
+    let png = fixture("screenshots/ora_error.png");
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
+          --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"error.png\"\r\n\
+          Content-Type: image/png\r\n\r\n",
+    );
+    body.extend_from_slice(&png);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let (s, r) = analyze(&app, "multipart/form-data; boundary=XyZ", body).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["width"].as_u64(), r["bytes"].as_u64()),
+        (Some(900), Some(png.len() as u64))
+    );
+    assert!(r["ocr"]["text"].as_str().unwrap().contains("ORA-12154"));
+    // No file part, or no boundary: a clear 4xx.
+    let (s, e) = analyze(
+        &app,
+        "multipart/form-data; boundary=XyZ",
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--XyZ--\r\n".to_vec(),
+    )
+    .await;
+    assert_eq!(s, 422, "{e}");
+    let (s, e) = analyze(&app, "multipart/form-data", png).await;
+    assert_eq!(s, 400, "{e}");
 }
