@@ -527,27 +527,26 @@ pub async fn save_analysis(
         if let Some(a) = found {
             let asset: i64 = a.try_get("id")?;
             let tag: String = a.try_get("tag")?;
-            let ticket_linked = sqlx::query(
+            // The ticket and its work orders, where they have no asset yet.
+            let mut linked = [0u64; 2];
+            for (n, sql) in [
                 "UPDATE tickets SET asset_id = $1 WHERE tenant_id = $2 AND id = $3 \
                  AND asset_id IS NULL",
-            )
-            .bind(asset)
-            .bind(tenant)
-            .bind(ticket)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-                == 1;
-            let orders = sqlx::query(
                 "UPDATE work_orders SET asset_id = $1 WHERE tenant_id = $2 AND ticket_id = $3 \
                  AND asset_id IS NULL",
-            )
-            .bind(asset)
-            .bind(tenant)
-            .bind(ticket)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                linked[n] = sqlx::query(sql)
+                    .bind(asset)
+                    .bind(tenant)
+                    .bind(ticket)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+            }
+            let (ticket_linked, orders) = (linked[0] == 1, linked[1]);
             links.insert(
                 "asset".into(),
                 serde_json::json!({ "asset_id": asset, "tag": tag, "code": code,

@@ -462,46 +462,30 @@ async fn apply_once(
     };
     let result_json = serde_json::to_string(result).map_err(|e| ApiError::Internal(e.into()))?;
     let done_json = serde_json::to_string(&done).map_err(|e| ApiError::Internal(e.into()))?;
-    match &previous {
-        None => {
-            sqlx::query(
-                "INSERT INTO predictions (tenant_id, ticket_id, status, result, applied, actor, \
-                 created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(verdict)
-            .bind(result_json)
-            .bind(done_json)
-            .bind(actor)
-            .bind(at)
-            .bind(result.revision)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        }
-        Some((revision, _)) => {
-            let r = sqlx::query(
-                "UPDATE predictions SET status = $1, result = $2, applied = $3, actor = $4, \
-                 created_at = $5, revision = $6 \
-                 WHERE tenant_id = $7 AND ticket_id = $8 AND revision = $9",
-            )
-            .bind(verdict)
-            .bind(result_json)
-            .bind(done_json)
-            .bind(actor)
-            .bind(at)
-            .bind(result.revision)
-            .bind(tenant)
-            .bind(id)
-            .bind(revision)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-            if r.rows_affected() != 1 {
-                return Err(ApiError::Conflict("a later triage landed first".into()));
-            }
-        }
+    // One row per ticket: the first triage inserts it, a later revision
+    // replaces it; a revision that is not later changes nothing (a later
+    // one landed first: the caller answers with it, as a replay).
+    let stored = sqlx::query(
+        "INSERT INTO predictions (tenant_id, ticket_id, status, result, applied, actor, \
+         created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (tenant_id, ticket_id) DO UPDATE SET status = excluded.status, \
+         result = excluded.result, applied = excluded.applied, actor = excluded.actor, \
+         created_at = excluded.created_at, revision = excluded.revision \
+         WHERE predictions.revision < excluded.revision",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(verdict)
+    .bind(result_json)
+    .bind(done_json)
+    .bind(actor)
+    .bind(at)
+    .bind(result.revision)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    if stored.rows_affected() != 1 {
+        return Err(ApiError::Conflict("a later triage landed first".into()));
     }
     let before = json!({ "category": category, "team_id": team_id, "priority": priority });
     let after = json!({ "status": verdict, "applied": done.applied, "skipped": done.skipped });

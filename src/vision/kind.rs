@@ -220,41 +220,30 @@ mod tests {
         }
     }
 
+    /// The kind of an image whose classifier output has `mass` on those
+    /// classes, with the given flat share and grey/light flags.
+    fn kind_of(mass: &[(&str, f32)], flat: f64, grey: bool, light: bool) -> KindReport {
+        decide(&output_with(mass), flat, grey, light, 0.45, false)
+    }
+
     #[test]
     fn hardware_type_document_and_photo_follow_the_class_mass() {
         // A camera's "web site" is a page: a document, not a screenshot.
-        let r = decide(
-            &output_with(&[("web site", 0.5)]),
-            0.05,
-            false,
-            false,
-            0.45,
-            false,
+        assert_eq!(
+            kind_of(&[("web site", 0.5)], 0.05, false, false).kind,
+            "document"
         );
-        assert_eq!(r.kind, "document");
-        let r = decide(
-            &output_with(&[("laptop", 0.5), ("notebook", 0.2)]),
-            0.05,
-            false,
-            false,
-            0.45,
-            false,
-        );
+        let r = kind_of(&[("laptop", 0.5), ("notebook", 0.2)], 0.05, false, false);
         assert_eq!(
             (r.kind.as_str(), r.hardware_type.as_deref()),
             ("hardware", Some("laptop"))
         );
         assert!(r.confidence > 0.69);
         assert_eq!(r.imagenet[0].label, "laptop");
-        let r = decide(
-            &output_with(&[("envelope", 0.4)]),
-            0.1,
-            false,
-            false,
-            0.45,
-            false,
+        assert_eq!(
+            kind_of(&[("envelope", 0.4)], 0.1, false, false).kind,
+            "document"
         );
-        assert_eq!(r.kind, "document");
         let r = decide(
             &output_with(&[("tabby", 0.6)]),
             0.02,
@@ -269,43 +258,21 @@ mod tests {
 
     #[test]
     fn flat_pixels_make_a_screenshot_unless_the_classifier_is_sure_of_paper() {
-        let r = decide(
-            &output_with(&[("monitor", 0.6)]),
-            0.8,
-            false,
-            false,
-            0.45,
-            false,
+        assert_eq!(
+            kind_of(&[("monitor", 0.6)], 0.8, false, false).kind,
+            "screenshot"
         );
-        assert_eq!(r.kind, "screenshot");
-        let r = decide(
-            &output_with(&[("envelope", 0.7)]),
-            0.8,
-            false,
-            false,
-            0.45,
-            false,
+        assert_eq!(
+            kind_of(&[("envelope", 0.7)], 0.8, false, false).kind,
+            "document"
         );
-        assert_eq!(r.kind, "document");
         // Flat, grey and light: a clean scan, not a screen; flat, grey and
         // dark (the night sky): the classifier's call.
-        let r = decide(
-            &output_with(&[("monitor", 0.6)]),
-            0.8,
-            true,
-            true,
-            0.45,
-            false,
+        assert_eq!(
+            kind_of(&[("monitor", 0.6)], 0.8, true, true).kind,
+            "document"
         );
-        assert_eq!(r.kind, "document");
-        let r = decide(
-            &output_with(&[("nematode", 0.6)]),
-            0.8,
-            true,
-            false,
-            0.45,
-            false,
-        );
+        let r = kind_of(&[("nematode", 0.6)], 0.8, true, false);
         assert_eq!(
             (r.kind.as_str(), r.decided_by.as_str()),
             ("photo", "classifier")

@@ -86,42 +86,19 @@ async fn a_ticket_is_triaged_routed_and_noted_once(b: Backend) {
     wait_ready(&c).await;
     train_team_head(&c).await;
     let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
-    let mut teams = std::collections::HashMap::new();
-    for name in ["network", "database"] {
-        let (s, t) = c
-            .call(
-                "POST",
-                "/api/v1/teams",
-                &c.acme.api_key,
-                Some(json!({ "name": name })),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
-        teams.insert(name, t["id"].as_i64().unwrap());
-    }
-    let (s, a) = c
-        .call(
-            "POST",
-            "/v1/kb/articles",
-            &c.acme.api_key,
-            Some(json!({
-                "id": "vpn-gateway",
-                "title": "GlobalProtect cannot find the VPN gateway",
-                "body": "When GlobalProtect says the gateway is not found, check that the portal address is vpn.acme.test, then sign out and in again. If it still fails from home, restart the GlobalProtect service."
-            })),
-        )
-        .await;
-    assert!(s.is_success(), "{a}");
-    // Route whenever the head is at least this sure.
-    let (s, r) = c
-        .call(
-            "PUT",
-            "/api/v1/tenant/settings",
-            &c.acme.api_key,
-            Some(json!({ "route_threshold": 0.05 })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{r}");
+    // Route whenever the head is at least this sure; the article is given
+    // to the AI service directly here.
+    let teams = routing_setup(
+        &c,
+        "/v1/kb/articles",
+        json!({
+            "id": "vpn-gateway",
+            "title": "GlobalProtect cannot find the VPN gateway",
+            "body": "When GlobalProtect says the gateway is not found, check that the portal address is vpn.acme.test, then sign out and in again. If it still fails from home, restart the GlobalProtect service."
+        }),
+        0.05,
+    )
+    .await;
 
     // A customer's ticket comes in; the worker has it triaged.
     let (s, t) = c
@@ -908,6 +885,44 @@ async fn checked(c: &CoreApp, who: &str, ticket: i64, attachment: i64) -> Value 
     }
 }
 
+/// What the routing tests start from: acme's teams "network" and
+/// "database", one KB article (posted to `kb_path`: the core's or the AI
+/// service's) and a routing threshold. Returns team name → id.
+async fn routing_setup(
+    c: &CoreApp,
+    kb_path: &str,
+    article: Value,
+    threshold: f64,
+) -> std::collections::HashMap<&'static str, i64> {
+    let mut teams = std::collections::HashMap::new();
+    for name in ["network", "database"] {
+        let (s, t) = c
+            .call(
+                "POST",
+                "/api/v1/teams",
+                &c.acme.api_key,
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        teams.insert(name, t["id"].as_i64().unwrap());
+    }
+    let (s, a) = c
+        .call("POST", kb_path, &c.acme.api_key, Some(article))
+        .await;
+    assert!(s.is_success(), "{a}");
+    let (s, r) = c
+        .call(
+            "PUT",
+            "/api/v1/tenant/settings",
+            &c.acme.api_key,
+            Some(json!({ "route_threshold": threshold })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    teams
+}
+
 fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(crate::helpers::repo_path("tests/fixtures").join(path)).unwrap()
 }
@@ -918,40 +933,17 @@ async fn a_screenshots_text_routes_the_ticket_and_finds_the_kb_answer(b: Backend
     wait_ready(&c).await;
     train_team_head(&c).await;
     let (_, customer) = c.user(&c.acme, "dan@acme.test", "customer").await;
-    let mut teams = std::collections::HashMap::new();
-    for name in ["network", "database"] {
-        let (_, t) = c
-            .call(
-                "POST",
-                "/api/v1/teams",
-                &c.acme.api_key,
-                Some(json!({ "name": name })),
-            )
-            .await;
-        teams.insert(name, t["id"].as_i64().unwrap());
-    }
-    let (s, a) = c
-        .call(
-            "POST",
-            "/api/v1/kb/articles",
-            &c.acme.api_key,
-            Some(json!({
-                "id": "ora-12154",
-                "title": "ORA-12154: TNS could not resolve the connect identifier",
-                "body": "ORA-12154 means the client cannot find the database alias in tnsnames.ora. Copy the current tnsnames.ora from the share to the Oracle client folder and restart SQL Developer."
-            })),
-        )
-        .await;
-    assert!(s.is_success(), "{a}");
-    let (s, _) = c
-        .call(
-            "PUT",
-            "/api/v1/tenant/settings",
-            &c.acme.api_key,
-            Some(json!({ "route_threshold": 0.5 })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    let teams = routing_setup(
+        &c,
+        "/api/v1/kb/articles",
+        json!({
+            "id": "ora-12154",
+            "title": "ORA-12154: TNS could not resolve the connect identifier",
+            "body": "ORA-12154 means the client cannot find the database alias in tnsnames.ora. Copy the current tnsnames.ora from the share to the Oracle client folder and restart SQL Developer."
+        }),
+        0.5,
+    )
+    .await;
     // The ticket says nothing but "see the screenshot": the AI abstains.
     let (_, t) = c
         .call(
