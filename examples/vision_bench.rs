@@ -1,6 +1,8 @@
 //! Per-step time of the image checks (`vision::analyze`) on a 1920×1080 PNG
 //! screenshot-like image and a 12-megapixel JPEG photo-like image, both made
-//! in code, and tesseract's own test page (`scripts/bench-vision.sh`). One
+//! in code, a real 1920×1080 screenshot (a ticket list rendered by headless
+//! Chromium: tests/fixtures/screenshots/ticket_list_1080p.png), and
+//! tesseract's own test page (`scripts/bench-vision.sh`). One
 //! thread, as the service runs a check (RAYON_NUM_THREADS=1 in the script).
 //! Prints one JSON line per image: p50/p99 per step, in total, and in total
 //! without OCR (the goal leaves OCR out).
@@ -71,6 +73,11 @@ fn main() {
     let vision = Vision::new(std::path::Path::new("models"), Pipeline::builtin());
     for (name, bytes) in [
         ("screenshot_1920x1080_png", screenshot()),
+        (
+            "screenshot_1920x1080_chromium_png",
+            std::fs::read("tests/fixtures/screenshots/ticket_list_1080p.png")
+                .expect("tests/fixtures/screenshots/ticket_list_1080p.png"),
+        ),
         ("photo_12mp_jpeg", photo()),
         (
             "phototest_tif",

@@ -14,4 +14,5 @@ shot() { # html png width height
 }
 shot tests/fixtures/screenshots/ora_error.html tests/fixtures/screenshots/ora_error.png 900 420
 shot tests/fixtures/screenshots/payment_error.html tests/fixtures/screenshots/payment_error.png 1000 520
+shot tests/fixtures/screenshots/ticket_list_1080p.html tests/fixtures/screenshots/ticket_list_1080p.png 1920 1080
 ls -l tests/fixtures/screenshots/*.png

@@ -150,6 +150,20 @@ async fn the_classifier_names_a_photo_a_photo_and_a_dialog_a_screenshot() {
         k["imagenet"][0]["probability"].as_f64().unwrap() > 0.3,
         "{k}"
     );
+    // A 1080p ticket list (a "menu" to ImageNet) is a screenshot too.
+    let (s, r) = analyze(
+        &app,
+        "image/png",
+        fixture("screenshots/ticket_list_1080p.png"),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["kind"]["kind"], "screenshot", "{}", r["kind"]);
+    assert!(
+        r["ocr"]["text"].as_str().unwrap().contains("0x80070005"),
+        "{}",
+        r["ocr"]
+    );
     let (s, r) = analyze(&app, "image/png", fixture("screenshots/ora_error.png")).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["kind"]["kind"], "screenshot", "{}", r["kind"]);
