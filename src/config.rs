@@ -30,6 +30,16 @@ pub struct Settings {
     pub events: crate::ticketing::events::EventsSettings,
     pub attachments: crate::ticketing::attachments::AttachmentSettings,
     pub vision: VisionSettings,
+    pub triage: TriageSettings,
+}
+
+/// The triage loop's pipelines.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriageSettings {
+    /// The named triage pipelines a tenant chooses from; default: the
+    /// shipped `pipelines/triage.toml`, compiled in.
+    pub pipelines: Option<PathBuf>,
 }
 
 /// The attachment checks (issue 6).
@@ -229,6 +239,7 @@ impl Default for Settings {
             events: crate::ticketing::events::EventsSettings::default(),
             attachments: crate::ticketing::attachments::AttachmentSettings::default(),
             vision: VisionSettings::default(),
+            triage: TriageSettings::default(),
         }
     }
 }
@@ -327,6 +338,8 @@ impl Settings {
         self.attachments.validate().map_err(ConfigError::Invalid)?;
         crate::vision::pipeline::Pipeline::load(self.vision.pipeline.as_deref())
             .map_err(|e| ConfigError::Invalid(format!("vision.pipeline: {e}")))?;
+        crate::triage::pipeline::TriagePipelines::load(self.triage.pipelines.as_deref())
+            .map_err(|e| ConfigError::Invalid(format!("triage.pipelines: {e}")))?;
         if self.worker.concurrency == 0 || self.worker.concurrency > 64 {
             return bad("worker.concurrency must be within 1 and 64");
         }

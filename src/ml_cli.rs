@@ -20,8 +20,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub task: String,
     /// Labelled examples: CSV/TSV with a header (`text,label`) or JSON lines.
-    #[arg(long, value_name = "FILE", required_unless_present = "descriptions")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["descriptions", "images"])]
     pub data: Option<PathBuf>,
+    /// Labelled images instead: one folder per label under DIR. The head
+    /// reads the images' EfficientNet-Lite0 embeddings (an image head, run
+    /// by the attachment checks' `kind.heads`).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "descriptions"])]
+    pub images: Option<PathBuf>,
     /// Label descriptions, a JSON object of label → description: alone, a
     /// zero-shot head; with `--data`, one more training example per label.
     #[arg(long, value_name = "FILE")]
@@ -71,8 +76,11 @@ pub struct TrainArgs {
 pub struct EvalArgs {
     #[arg(long)]
     pub task: String,
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "images")]
+    pub data: Option<PathBuf>,
+    /// Labelled images (one folder per label) for an image head.
+    #[arg(long, value_name = "DIR", conflicts_with = "data")]
+    pub images: Option<PathBuf>,
     #[arg(long, default_value = "default")]
     pub tenant: String,
     /// A version other than the active one.
@@ -121,6 +129,20 @@ fn load_encoder(settings: &Settings) -> anyhow::Result<inference::TextEncoder> {
         settings.model.device,
         settings.model.allow_download,
     )?)
+}
+
+/// The image checks' models, for image heads (fetched when missing and
+/// allowed).
+fn load_vision(settings: &Settings) -> anyhow::Result<crate::vision::Vision> {
+    let vision = crate::vision::Vision::new(
+        &settings.models_dir,
+        crate::vision::pipeline::Pipeline::builtin(),
+    );
+    vision
+        .prepare(settings.model.allow_download)
+        .map_err(anyhow::Error::msg)
+        .context("load the image model")?;
+    Ok(vision)
 }
 
 fn label_map(spec: &Option<String>) -> anyhow::Result<BTreeMap<String, String>> {
@@ -178,8 +200,6 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| dataset::load(p, &map))
         .transpose()?;
-    let enc = load_encoder(settings)?;
-    let mut cache = open_cache(settings, &enc)?;
     let mut opts = TrainOptions::new(&args.task, &args.tenant);
     opts.kind = args.kind;
     opts.limit_per_class = args.limit_per_class;
@@ -220,21 +240,34 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         None => None,
     };
     let outcome = match (descriptions, &args.data) {
-        (Some(descriptions), None) => pipeline::zero_shot(
-            &store,
-            &enc,
-            &mut cache,
-            &descriptions,
-            heldout.as_deref().unwrap_or_default(),
-            &opts,
-            &mut bar,
-        )?,
+        _ if args.images.is_some() => {
+            let dir = args.images.as_deref().unwrap_or(Path::new("."));
+            let vision = load_vision(settings)?;
+            let (examples, enc) = crate::ml::images::ImageEmbedder::from_dir(&vision, dir)?;
+            let mut cache = open_cache(settings, &enc)?;
+            // No words to count in an image.
+            opts.lexical_weights = vec![0.0];
+            pipeline::train(&store, &enc, &mut cache, examples, None, &opts, &mut bar)?
+        }
+        (Some(descriptions), None) => {
+            let enc = load_encoder(settings)?;
+            pipeline::zero_shot(
+                &store,
+                &enc,
+                &mut open_cache(settings, &enc)?,
+                &descriptions,
+                heldout.as_deref().unwrap_or_default(),
+                &opts,
+                &mut bar,
+            )?
+        }
         (descriptions, Some(data)) => {
             opts.descriptions = descriptions;
+            let enc = load_encoder(settings)?;
             pipeline::train(
                 &store,
                 &enc,
-                &mut cache,
+                &mut open_cache(settings, &enc)?,
                 dataset::load(data, &map)?,
                 heldout,
                 &opts,
@@ -273,16 +306,27 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
 }
 
 pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
-    let examples = dataset::load(&args.data, &label_map(&args.label_map)?)?;
     let store = ModelStore::new(&settings.data_dir, &settings.models_dir);
     let model = match args.version {
         Some(v) => store.load(&args.tenant, &args.task, v)?,
         None => store.load_active(&args.tenant, &args.task)?,
     };
-    let enc = load_encoder(settings)?;
-    let mut cache = open_cache(settings, &enc)?;
     let mut bar = progress_bar();
-    let report = pipeline::evaluate_model(&model, &enc, &mut cache, &examples, &mut bar)?;
+    let report = match (&args.images, &args.data) {
+        (Some(dir), _) => {
+            let vision = load_vision(settings)?;
+            let (examples, enc) = crate::ml::images::ImageEmbedder::from_dir(&vision, dir)?;
+            let mut cache = open_cache(settings, &enc)?;
+            pipeline::evaluate_model(&model, &enc, &mut cache, &examples, &mut bar)?
+        }
+        (None, Some(data)) => {
+            let examples = dataset::load(data, &label_map(&args.label_map)?)?;
+            let enc = load_encoder(settings)?;
+            let mut cache = open_cache(settings, &enc)?;
+            pipeline::evaluate_model(&model, &enc, &mut cache, &examples, &mut bar)?
+        }
+        (None, None) => anyhow::bail!("give --data FILE (or --images DIR for an image head)"),
+    };
     let stem = format!("{}-{}-v{}-eval", args.tenant, args.task, model.card.version);
     let files = report.write_files(&report_dir(settings, &args.report_dir), &stem)?;
     if args.json {

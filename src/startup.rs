@@ -185,6 +185,11 @@ pub async fn core_state(settings: &Settings) -> anyhow::Result<CoreState> {
         jobs_signal,
         files,
         max_attachment_bytes: settings.attachments.max_bytes,
+        pipelines: std::sync::Arc::new(
+            crate::triage::pipeline::TriagePipelines::load(settings.triage.pipelines.as_deref())
+                .map_err(anyhow::Error::msg)
+                .context("triage.pipelines")?,
+        ),
     })
 }
 

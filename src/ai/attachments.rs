@@ -74,15 +74,41 @@ async fn file_part(ctype: &str, body: Bytes) -> Result<Bytes, ApiError> {
     ))
 }
 
-/// The checks on one upload, off the async threads.
+/// The checks on one upload, off the async threads, then the tenant's
+/// image heads on its embedding.
 pub async fn run(state: &AiState, tenant: &str, body: Bytes) -> Result<Report, ApiError> {
     let vision = state.vision.clone();
-    let tenant = tenant.to_string();
-    let report = tokio::task::spawn_blocking(move || vision.analyze(&tenant, &body))
+    let owned = tenant.to_string();
+    let report = tokio::task::spawn_blocking(move || vision.analyze(&owned, &body))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    report.map_err(|e| match e {
+    let mut report = report.map_err(vision_error)?;
+    let tasks = state.vision.pipeline.for_tenant(tenant).kind.heads.clone();
+    if let Some(features) = &report.features {
+        for task in tasks {
+            let answer = match state.heads.active_image(tenant, &task) {
+                Ok(head) => {
+                    let mut v = serde_json::to_value(head.predict(features, ""))
+                        .map_err(|e| ApiError::Internal(e.into()))?;
+                    v["version"] = head.card.version.into();
+                    v
+                }
+                Err(e) => {
+                    report.skipped.insert("heads", format!("{task}: {e}"));
+                    continue;
+                }
+            };
+            report.heads.insert(task, answer);
+        }
+    }
+    Ok(report)
+}
+
+/// A check's failure as the API answers it.
+pub fn vision_error(e: VisionError) -> ApiError {
+    match e {
         VisionError::TooLarge(..) => ApiError::TooLarge(e.to_string()),
+        VisionError::Unavailable(..) => ApiError::NotReady(e.to_string()),
         other => ApiError::validation(other.to_string()),
-    })
+    }
 }

@@ -37,7 +37,9 @@ pub fn router() -> Router<AiState> {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Name { .. } => Self::Validation(e.to_string()),
+            StoreError::Name { .. } | StoreError::Modality { .. } => {
+                Self::Validation(e.to_string())
+            }
             StoreError::NoModel { .. } | StoreError::NoVersion { .. } => {
                 Self::NotFound(e.to_string())
             }
@@ -87,7 +89,7 @@ async fn classify(
     let mut heads = Vec::new();
     for t in &tasks {
         check_name("task", t).map_err(|e| ApiError::validation(e.to_string()))?;
-        heads.push((t.clone(), state.heads.active(&tenant.0, t)?));
+        heads.push((t.clone(), state.heads.active_text(&tenant.0, t)?));
     }
     let texts = req.inputs.into_vec();
     let (vectors, _) = embed_texts(&state, texts.clone(), true, true).await?;
@@ -130,7 +132,7 @@ async fn sentiments(
     tenant: &str,
     texts: Vec<String>,
 ) -> Result<SentimentResponse, ApiError> {
-    let head = state.heads.active(tenant, "sentiment")?;
+    let head = state.heads.active_text(tenant, "sentiment")?;
     let (vectors, _) = embed_texts(state, texts.clone(), true, true).await?;
     let results = texts
         .iter()

@@ -127,6 +127,34 @@ impl Heads {
         Ok(model)
     }
 
+    /// The active head of a task that reads text (the encoder's vectors).
+    pub fn active_text(&self, tenant: &str, task: &str) -> Result<Arc<Classifier>, StoreError> {
+        self.active_reading(tenant, task, false)
+    }
+
+    /// The active head of a task that reads image embeddings.
+    pub fn active_image(&self, tenant: &str, task: &str) -> Result<Arc<Classifier>, StoreError> {
+        self.active_reading(tenant, task, true)
+    }
+
+    fn active_reading(
+        &self,
+        tenant: &str,
+        task: &str,
+        images: bool,
+    ) -> Result<Arc<Classifier>, StoreError> {
+        let head = self.active(tenant, task)?;
+        let name = |i: bool| if i { "images" } else { "text" };
+        if head.card.reads_images() != images {
+            return Err(StoreError::Modality {
+                task: task.into(),
+                reads: name(!images),
+                asked: name(images),
+            });
+        }
+        Ok(head)
+    }
+
     fn lock_loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }

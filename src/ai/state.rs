@@ -29,6 +29,8 @@ pub struct AiState {
     pub tenant_settings: Arc<super::tenant_settings::SettingsStore>,
     /// The attachment checks: pipeline and image models.
     pub vision: Arc<crate::vision::Vision>,
+    /// The triage pipelines, by name.
+    pub pipelines: Arc<crate::triage::pipeline::TriagePipelines>,
 }
 
 impl AiState {
@@ -55,6 +57,12 @@ impl AiState {
                 crate::vision::pipeline::Pipeline::load(settings.vision.pipeline.as_deref())
                     .unwrap_or_else(|_| crate::vision::pipeline::Pipeline::builtin()),
             )),
+            pipelines: Arc::new(
+                crate::triage::pipeline::TriagePipelines::load(
+                    settings.triage.pipelines.as_deref(),
+                )
+                .unwrap_or_else(|_| crate::triage::pipeline::TriagePipelines::builtin()),
+            ),
         }
     }
 

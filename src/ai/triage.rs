@@ -1,7 +1,8 @@
-//! `POST /v1/triage`: every routing head the tenant has (category, team,
-//! priority), sentiment, urgency, KB suggestions and similar earlier
-//! tickets for one ticket, on one encoder pass; the ticket is indexed for
-//! later similarity and incident detection. With `callback` (a `service`
+//! `POST /v1/triage`: the steps of the tenant's triage pipeline
+//! (`pipelines/triage.toml`) for one ticket — every routing head the tenant
+//! has (category, team, priority) and its own label sets, sentiment,
+//! urgency, KB suggestions and similar earlier tickets — on one encoder
+//! pass; the ticket is indexed for later similarity and incident detection. With `callback` (a `service`
 //! key only: the worker's), the result is delivered to the core before the
 //! answer, which is what lets the worker complete its job.
 
@@ -22,10 +23,9 @@ use crate::triage::{
 };
 use crate::vector::{ChunkPayload, IndexPoint, SearchFilter, Source, TicketInfo, Visibility};
 
-/// The heads whose answers route a ticket, when the tenant has them.
-pub const ROUTING_TASKS: [&str; 3] = ["category", "team", "priority"];
-const SUGGESTIONS: usize = 3;
-const SIMILAR: usize = 5;
+pub use crate::triage::pipeline::ROUTING_TASKS;
+/// A tenant's own label sets read by one triage, at most.
+const MAX_LABEL_SETS: usize = 10;
 /// Characters of attachment text a triage reads at most (all attachments).
 const MAX_ATTACHMENT_CHARS: usize = 4000;
 
@@ -62,11 +62,33 @@ fn head(
     tenant: &str,
     task: &str,
 ) -> Result<Option<std::sync::Arc<crate::ml::model::Classifier>>, ApiError> {
-    match state.heads.active(tenant, task) {
+    match state.heads.active_text(tenant, task) {
         Ok(h) => Ok(Some(h)),
-        Err(StoreError::NoModel { .. }) => Ok(None),
+        // An image head named as a label set reads attachments, not text.
+        Err(StoreError::NoModel { .. } | StoreError::Modality { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A tenant's own label sets: task names, not the routing heads or
+/// sentiment (read anyway), each once, a few.
+pub fn check_label_sets(sets: &[String]) -> Result<(), ApiError> {
+    if sets.len() > MAX_LABEL_SETS {
+        return Err(ApiError::validation(format!(
+            "at most {MAX_LABEL_SETS} label sets"
+        )));
+    }
+    for (i, set) in sets.iter().enumerate() {
+        crate::ml::store::check_name("label set", set)
+            .map_err(|e| ApiError::validation(e.to_string()))?;
+        if ROUTING_TASKS.contains(&set.as_str()) || set == "sentiment" || sets[..i].contains(set) {
+            return Err(ApiError::validation(format!(
+                "label set {set:?}: the routing heads and sentiment are read by the pipeline; \
+                 each label set once"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Triage one ticket of `tenant` (and deliver it to the core when asked).
@@ -90,12 +112,29 @@ pub async fn run(
     if req.attachment_text.len() > 20 || req.attachments.len() > 20 {
         return Err(ApiError::validation("at most 20 attachments' text"));
     }
+    let pipeline = state
+        .pipelines
+        .get(req.pipeline.as_deref())
+        .ok_or_else(|| {
+            ApiError::validation(format!(
+                "no triage pipeline {:?}; there are {}",
+                req.pipeline.as_deref().unwrap_or_default(),
+                state.pipelines.names().join(", ")
+            ))
+        })?
+        .clone();
+    check_label_sets(&req.label_sets)?;
     // What the heads and the KB search read: the ticket, then its
     // attachments' text (the error dialog in a screenshot), capped so a
     // scanned manual does not drown the ticket.
     let mut text = ticket_text.clone();
     let mut budget = MAX_ATTACHMENT_CHARS;
-    for t in &req.attachment_text {
+    let read = if pipeline.attachment_text {
+        &req.attachment_text[..]
+    } else {
+        &[]
+    };
+    for t in read {
         let t: String = t.trim().chars().take(budget).collect();
         budget -= t.chars().count();
         if !t.is_empty() {
@@ -107,10 +146,12 @@ pub async fn run(
         subject: crate::vision::pii::scan(&req.subject).findings,
         body: crate::vision::pii::scan(&req.body).findings,
     };
+    // The pipeline's routing heads and the tenant's own label sets, where
+    // the tenant has trained them.
     let mut heads = Vec::new();
-    for task in ROUTING_TASKS {
+    for task in pipeline.routing.iter().chain(&req.label_sets) {
         if let Some(h) = head(state, tenant, task)? {
-            heads.push((task, h));
+            heads.push((task.clone(), h));
         }
     }
     let sentiment_head = head(state, tenant, "sentiment")?;
@@ -150,9 +191,10 @@ pub async fn run(
                     })
                     .collect(),
             };
-            (task.to_string(), l)
+            (task.clone(), l)
         })
         .collect();
+    // Urgency reads the sentiment even where the pipeline does not report it.
     let sentiment = sentiment_head.map(|h| h.three_way(&h.predict(&vector, &text)));
     let negative = sentiment.as_ref().and_then(|s| {
         s.scores
@@ -167,14 +209,14 @@ pub async fn run(
             ..Default::default()
         },
     );
-    let urgency = UrgencyReading {
+    let urgency = pipeline.urgency.then(|| UrgencyReading {
         level: serde_json::to_value(u.level)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
         points: u.points,
         reasons: u.reasons,
-    };
+    });
 
     // KB suggestions and similar tickets from the same vector; then the
     // ticket joins the index for the tickets after it.
@@ -203,6 +245,7 @@ pub async fn run(
     };
     let tenant_id = tenant.to_string();
     let query = text.clone();
+    let (n_suggestions, n_similar) = (pipeline.suggestions, pipeline.similar);
     let (suggestions, similar, incident) =
         tokio::task::spawn_blocking(move || -> Result<_, crate::vector::IndexError> {
             let index = kb.index.as_ref();
@@ -211,13 +254,16 @@ pub async fn run(
                 ..SearchFilter::tenant(&tenant_id)
             };
             let mut seen = std::collections::HashSet::new();
-            let suggestions: Vec<Suggestion> = index
-                .search(&point.vector, &articles, SUGGESTIONS * 5)?
+            let found = match n_suggestions {
+                0 => Vec::new(),
+                k => index.search(&point.vector, &articles, k * 5)?,
+            };
+            let suggestions: Vec<Suggestion> = found
                 .into_iter()
                 .filter(|h| {
                     h.score >= settings.suggest_threshold && seen.insert(h.payload.doc_id.clone())
                 })
-                .take(SUGGESTIONS)
+                .take(n_suggestions)
                 .map(|h| Suggestion {
                     snippet: super::kb::snippet(&h.payload.text, &query),
                     article_id: h.payload.doc_id,
@@ -231,8 +277,11 @@ pub async fn run(
                 ..SearchFilter::tenant(&tenant_id)
             };
             let window = settings.duplicate_window_hours * 3600;
-            let similar: Vec<SimilarTicket> = index
-                .search(&point.vector, &tickets, SIMILAR)?
+            let found = match n_similar {
+                0 => Vec::new(),
+                k => index.search(&point.vector, &tickets, k)?,
+            };
+            let similar: Vec<SimilarTicket> = found
                 .into_iter()
                 .map(|h| SimilarTicket {
                     duplicate: h.score >= settings.duplicate_threshold
@@ -253,11 +302,13 @@ pub async fn run(
 
     let result = TriageResult {
         labels,
-        sentiment: sentiment.map(|s| SentimentReading {
-            label: s.label,
-            confidence: s.confidence,
-        }),
-        urgency: Some(urgency),
+        sentiment: sentiment
+            .filter(|_| pipeline.sentiment)
+            .map(|s| SentimentReading {
+                label: s.label,
+                confidence: s.confidence,
+            }),
+        urgency,
         duplicate_of: similar
             .iter()
             .find(|s| s.duplicate)
@@ -266,7 +317,11 @@ pub async fn run(
         similar,
         incident: incident.map(|i| i.tickets),
         pii,
-        attachments: req.attachments.clone(),
+        attachments: if pipeline.attachment_text {
+            req.attachments.clone()
+        } else {
+            Vec::new()
+        },
         revision: req.revision,
     };
     let callback = if req.callback {

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod dataset;
 pub mod eval;
+pub mod images;
 pub mod model;
 pub mod pipeline;
 pub mod store;

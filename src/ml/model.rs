@@ -79,6 +79,16 @@ pub struct ModelCard {
     pub command: Option<String>,
 }
 
+impl ModelCard {
+    /// The head reads image embeddings (EfficientNet-Lite0's), not text.
+    pub fn reads_images(&self) -> bool {
+        self.encoder
+            .split('@')
+            .next()
+            .is_some_and(|name| name == crate::vision::IMAGE_ENCODER)
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Head {
     Softmax {

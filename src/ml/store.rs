@@ -27,6 +27,12 @@ pub enum StoreError {
     NoVersion { task: String, version: u32 },
     #[error("task {0:?} has no earlier version to roll back to")]
     NothingToRollBack(String),
+    #[error("task {task:?} reads {reads}, not {asked}")]
+    Modality {
+        task: String,
+        reads: &'static str,
+        asked: &'static str,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("model store: {0}")]

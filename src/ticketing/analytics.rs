@@ -32,16 +32,22 @@ pub struct Window {
     pub by: Option<String>,
 }
 
+/// `since` and `until` (Unix seconds), checked, with their defaults: the
+/// last 30 days, `until` exclusive and by default just after this second.
+fn span(since: Option<i64>, until: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let until = until.unwrap_or_else(|| now() + 1);
+    let since = since.unwrap_or(until.saturating_sub(30 * DAY));
+    if since >= until || until.saturating_sub(since) > 366 * DAY {
+        return Err(ApiError::validation(
+            "since must be before until, at most 366 days apart",
+        ));
+    }
+    Ok((since, until))
+}
+
 impl Window {
     fn resolve(&self) -> Result<(i64, i64, i64), ApiError> {
-        // Exclusive: by default just after this second, so it counts.
-        let until = self.until.unwrap_or_else(|| now() + 1);
-        let since = self.since.unwrap_or(until - 30 * DAY);
-        if since >= until || until - since > 366 * DAY {
-            return Err(ApiError::validation(
-                "since must be before until, at most 366 days apart",
-            ));
-        }
+        let (since, until) = span(self.since, self.until)?;
         let step = match self.interval.as_deref().unwrap_or("day") {
             "day" => DAY,
             "week" => 7 * DAY,
@@ -199,6 +205,23 @@ pub async fn sentiment(
     }))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaWindow {
+    /// Tickets solved from this time (default: 30 days before `until`) ...
+    pub since: Option<i64>,
+    /// ... until this one (exclusive; default: now).
+    pub until: Option<i64>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Solved {
+    /// Solved (or closed) by their SLA due time ...
+    pub on_time: i64,
+    /// ... and after it.
+    pub late: i64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Sla {
     pub at: i64,
@@ -206,11 +229,24 @@ pub struct Sla {
     pub breached_open: BTreeMap<String, i64>,
     /// Open tickets due within the next 24 hours, by priority.
     pub due_within_24h: BTreeMap<String, i64>,
+    /// The window of `solved`.
+    pub since: i64,
+    pub until: i64,
+    /// Tickets solved within the window, on time or late, by priority (a
+    /// reopened ticket counts by its last resolution).
+    pub solved: BTreeMap<String, Solved>,
+    /// Late over all solved in the window (`null` when none was solved).
+    pub breach_rate: Option<f64>,
 }
 
-/// `GET /api/v1/analytics/sla`.
-pub async fn sla(State(state): State<CoreState>, p: Principal) -> Result<ApiJson<Sla>, ApiError> {
+/// `GET /api/v1/analytics/sla[?since=&until=]`.
+pub async fn sla(
+    State(state): State<CoreState>,
+    p: Principal,
+    ApiQuery(w): ApiQuery<SlaWindow>,
+) -> Result<ApiJson<Sla>, ApiError> {
     p.require_staff()?;
+    let (since, until) = span(w.since, w.until)?;
     let at = now();
     let count = |upper: i64, lower: Option<i64>| {
         let db = state.db.clone();
@@ -233,10 +269,42 @@ pub async fn sla(State(state): State<CoreState>, p: Principal) -> Result<ApiJson
                 .map_err(db_error)
         }
     };
+    let rows = sqlx::query(
+        "SELECT priority, COUNT(*) AS n, \
+         SUM(CASE WHEN solved_at > sla_due THEN 1 ELSE 0 END) AS late FROM tickets \
+         WHERE tenant_id = $1 AND solved_at >= $2 AND solved_at < $3 AND sla_due IS NOT NULL \
+         GROUP BY priority",
+    )
+    .bind(&p.tenant_id)
+    .bind(since)
+    .bind(until)
+    .fetch_all(&state.db.pool)
+    .await
+    .map_err(db_error)?;
+    let mut solved = BTreeMap::new();
+    for r in &rows {
+        let n: i64 = r.try_get("n").map_err(db_error)?;
+        let late: i64 = r.try_get("late").map_err(db_error)?;
+        let priority: String = r.try_get("priority").map_err(db_error)?;
+        solved.insert(
+            priority,
+            Solved {
+                on_time: n - late,
+                late,
+            },
+        );
+    }
+    let (all, late) = solved
+        .values()
+        .fold((0, 0), |(a, l), s| (a + s.on_time + s.late, l + s.late));
     Ok(ApiJson(Sla {
         at,
         breached_open: count(at, None).await?,
         due_within_24h: count(at + DAY, Some(at)).await?,
+        since,
+        until,
+        solved,
+        breach_rate: (all > 0).then(|| late as f64 / all as f64),
     }))
 }
 

@@ -106,6 +106,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_attachment_links.sql"),
         include_str!("../../migrations/postgres/0008_attachment_links.sql"),
     ),
+    (
+        9,
+        "sla",
+        include_str!("../../migrations/sqlite/0009_sla.sql"),
+        include_str!("../../migrations/postgres/0009_sla.sql"),
+    ),
 ];
 
 /// The database URL: `url` when set, else `DATABASE_URL`, else a SQLite file

@@ -37,6 +37,8 @@ pub struct CoreState {
     /// Attachment bytes (a local folder or an S3 bucket).
     pub files: std::sync::Arc<dyn object_store::ObjectStore>,
     pub max_attachment_bytes: usize,
+    /// The triage pipelines a tenant may choose from.
+    pub pipelines: std::sync::Arc<crate::triage::pipeline::TriagePipelines>,
 }
 
 /// Every core route, ready to be merged into the application router.

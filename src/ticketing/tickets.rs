@@ -48,6 +48,8 @@ pub struct Ticket {
     pub channel: String,
     pub tags: Vec<String>,
     pub sla_due: Option<i64>,
+    /// When it was last solved (or closed); `null` while it is open.
+    pub solved_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     /// The asset the ticket is about (an agent's choice, or a barcode on an
@@ -120,8 +122,8 @@ pub struct Triage {
 }
 
 const COLUMNS: &str = "id, subject, body, status, priority, category, team_id, assignee_id, \
-                       requester_id, channel, tags, sla_due, created_at, updated_at, \
-                       triage_status, asset_id";
+                       requester_id, channel, tags, sla_due, solved_at, created_at, \
+                       updated_at, triage_status, asset_id";
 
 fn ticket(r: &AnyRow) -> Result<Ticket, sqlx::Error> {
     let tags: String = r.try_get("tags")?;
@@ -138,6 +140,7 @@ fn ticket(r: &AnyRow) -> Result<Ticket, sqlx::Error> {
         channel: r.try_get("channel")?,
         tags: serde_json::from_str(&tags).unwrap_or_default(),
         sla_due: r.try_get("sla_due")?,
+        solved_at: r.try_get("solved_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         asset_id: r.try_get("asset_id")?,
@@ -145,6 +148,11 @@ fn ticket(r: &AnyRow) -> Result<Ticket, sqlx::Error> {
         links: None,
         triage_status: r.try_get("triage_status")?,
     })
+}
+
+/// Solved or closed: no longer counting against the SLA.
+pub fn is_done(status: &str) -> bool {
+    matches!(status, "solved" | "closed")
 }
 
 fn one_of(what: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
@@ -574,6 +582,18 @@ pub async fn update(
         one_of("priority", s, &PRIORITIES)?;
         t.priority = s.clone();
     }
+    let at = now();
+    if t.priority != before.priority {
+        // The resolution target follows the priority, counted from creation.
+        t.sla_due = Some(t.created_at + sla_seconds(&t.priority));
+    }
+    // Solved (or closed) stamps the time once; reopening clears it, so the
+    // SLA report counts the last resolution.
+    match (is_done(&before.status), is_done(&t.status)) {
+        (false, true) => t.solved_at = Some(at),
+        (true, false) => t.solved_at = None,
+        _ => {}
+    }
     if let Some(c) = &patch.category {
         if let Some(c) = c {
             check_category(c)?;
@@ -610,12 +630,12 @@ pub async fn update(
         }
         t.asset_id = asset;
     }
-    t.updated_at = now();
+    t.updated_at = at;
     let tags = serde_json::to_string(&t.tags).map_err(|e| ApiError::Internal(e.into()))?;
     sqlx::query(
         "UPDATE tickets SET status = $1, priority = $2, category = $3, team_id = $4, \
-         assignee_id = $5, tags = $6, updated_at = $7, asset_id = $8 \
-         WHERE tenant_id = $9 AND id = $10",
+         assignee_id = $5, tags = $6, updated_at = $7, asset_id = $8, sla_due = $9, \
+         solved_at = $10 WHERE tenant_id = $11 AND id = $12",
     )
     .bind(&t.status)
     .bind(&t.priority)
@@ -625,6 +645,8 @@ pub async fn update(
     .bind(&tags)
     .bind(t.updated_at)
     .bind(t.asset_id)
+    .bind(t.sla_due)
+    .bind(t.solved_at)
     .bind(&p.tenant_id)
     .bind(id)
     .execute(&mut **tx)
@@ -665,7 +687,7 @@ pub async fn update(
     let snapshot = |x: &Ticket| {
         serde_json::json!({ "status": x.status, "priority": x.priority, "category": x.category,
             "team_id": x.team_id, "assignee_id": x.assignee_id, "tags": x.tags,
-            "asset_id": x.asset_id })
+            "asset_id": x.asset_id, "sla_due": x.sla_due, "solved_at": x.solved_at })
     };
     audit(
         &mut **tx,

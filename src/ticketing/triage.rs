@@ -31,9 +31,10 @@ use super::db::{audit, db_error, now, Db};
 use super::tickets::{sla_seconds, PRIORITIES};
 use super::CoreState;
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::triage::pipeline::ROUTING_TASKS;
 use crate::triage::{AppliedTriage, TriageResult};
 
-/// The routing settings of a tenant (its row's `settings` JSON).
+/// The triage settings of a tenant (its row's `settings` JSON).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingSettings {
@@ -41,19 +42,53 @@ pub struct RoutingSettings {
     /// `null`: the head's own validated threshold.
     #[serde(default)]
     pub route_threshold: Option<f32>,
+    /// Per task (a routing head or a label set), instead of
+    /// `route_threshold`.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, f32>,
     /// Turn the automatic routing off (predictions are still stored).
     #[serde(default)]
     pub auto_route_disabled: bool,
+    /// The tenant's own label sets (tasks it trained, e.g. `product`)
+    /// predicted at triage beside the routing heads; a confident answer
+    /// becomes a `task:label` tag.
+    #[serde(default)]
+    pub label_sets: Vec<String>,
+    /// The triage pipeline (`pipelines/triage.toml`); `null`: `standard`.
+    #[serde(default)]
+    pub pipeline: Option<String>,
 }
 
 impl RoutingSettings {
-    fn check(&self) -> Result<(), ApiError> {
-        match self.route_threshold {
-            Some(t) if !(0.0..=1.0).contains(&t) || !t.is_finite() => Err(ApiError::validation(
+    fn check(&self, pipelines: &crate::triage::pipeline::TriagePipelines) -> Result<(), ApiError> {
+        let bad = |t: f32| !(0.0..=1.0).contains(&t) || !t.is_finite();
+        if self.route_threshold.is_some_and(bad) {
+            return Err(ApiError::validation(
                 "route_threshold must be within 0 and 1 (or null)",
-            )),
-            _ => Ok(()),
+            ));
         }
+        crate::ai::triage::check_label_sets(&self.label_sets)?;
+        for (task, t) in &self.thresholds {
+            let known = ROUTING_TASKS.contains(&task.as_str()) || self.label_sets.contains(task);
+            if !known || bad(*t) {
+                return Err(ApiError::validation(format!(
+                    "thresholds.{task}: a routing head ({}) or one of label_sets, within 0 and 1",
+                    ROUTING_TASKS.join(", ")
+                )));
+            }
+        }
+        if pipelines.get(self.pipeline.as_deref()).is_none() {
+            return Err(ApiError::validation(format!(
+                "pipeline must be one of {}",
+                pipelines.names().join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The confidence a task's answer needs (`None`: the head's own).
+    fn threshold(&self, task: &str) -> Option<f32> {
+        self.thresholds.get(task).copied().or(self.route_threshold)
     }
 }
 
@@ -70,9 +105,28 @@ where
     let text: String = row.try_get("settings").map_err(db_error)?;
     // Unknown keys from a later version must not break routing.
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     Ok(RoutingSettings {
         route_threshold: v["route_threshold"].as_f64().map(|t| t as f32),
+        thresholds: v["thresholds"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, t)| t.as_f64().map(|t| (k.clone(), t as f32)))
+                    .collect()
+            })
+            .unwrap_or_default(),
         auto_route_disabled: v["auto_route_disabled"].as_bool().unwrap_or(false),
+        label_sets: strings(&v["label_sets"]),
+        pipeline: v["pipeline"].as_str().map(str::to_string),
     })
 }
 
@@ -94,7 +148,7 @@ pub async fn put_settings(
     ApiJson(s): ApiJson<RoutingSettings>,
 ) -> Result<ApiJson<RoutingSettings>, ApiError> {
     p.require_admin()?;
-    s.check()?;
+    s.check(&state.pipelines)?;
     let mut tx = state.db.begin_write().await.map_err(db_error)?;
     let before = routing_settings(&mut **tx, &p.tenant_id).await?;
     let after = serde_json::to_value(&s).map_err(|e| ApiError::Internal(e.into()))?;
@@ -272,8 +326,8 @@ async fn apply_once(
         None => None,
     };
     let row = sqlx::query(
-        "SELECT status, priority, category, team_id, created_at, requester_id FROM tickets \
-         WHERE tenant_id = $1 AND id = $2",
+        "SELECT status, priority, category, team_id, created_at, requester_id, tags \
+         FROM tickets WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant)
     .bind(id)
@@ -287,6 +341,8 @@ async fn apply_once(
     let team_id: Option<i64> = row.try_get("team_id").map_err(db_error)?;
     let created_at: i64 = row.try_get("created_at").map_err(db_error)?;
     let requester: String = row.try_get("requester_id").map_err(db_error)?;
+    let tags: String = row.try_get("tags").map_err(db_error)?;
+    let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
     let settings = routing_settings(&mut **tx, tenant).await?;
 
     let mut applied: BTreeMap<String, Value> = BTreeMap::new();
@@ -299,7 +355,7 @@ async fn apply_once(
         if settings.auto_route_disabled {
             return Err("automatic routing is off for this tenant".into());
         }
-        match settings.route_threshold {
+        match settings.threshold(task) {
             Some(t) if l.confidence >= t => Ok(Some(l.top.clone())),
             Some(t) => Err(format!(
                 "confidence {:.3} is below the tenant's threshold {t:.3}",
@@ -399,6 +455,34 @@ async fn apply_once(
         }
     }
 
+    // The tenant's own label sets: a confident answer is a `task:label` tag.
+    let mut new_tags = tags.clone();
+    let mut tagged = Vec::new();
+    for task in result.labels.keys() {
+        if ROUTING_TASKS.contains(&task.as_str()) {
+            continue;
+        }
+        match decide(task) {
+            Ok(Some(label)) => {
+                let tag: String = format!("{task}:{}", label.trim())
+                    .chars()
+                    .take(50)
+                    .collect();
+                if !new_tags.contains(&tag) && new_tags.len() < 20 {
+                    new_tags.push(tag.clone());
+                    tagged.push(tag);
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                skipped.insert(task.clone(), why);
+            }
+        }
+    }
+    if !tagged.is_empty() {
+        applied.insert("tags".into(), json!(tagged));
+    }
+
     let at = now();
     // A re-triage keeps what the earlier one set (it only fills fields
     // still empty), so the verdict covers both.
@@ -407,18 +491,26 @@ async fn apply_once(
         .map(|(_, p)| p.applied.clone())
         .unwrap_or_default();
     let newly_applied = !applied.is_empty();
+    if let (Some(Value::Array(old)), Some(Value::Array(new))) =
+        (applied_all.get("tags").cloned(), applied.get_mut("tags"))
+    {
+        // Tags add up over re-triages.
+        new.splice(0..0, old);
+    }
     applied_all.extend(applied.clone());
     skipped.retain(|k, _| {
         !(applied_all.contains_key(k) || k == "team" && applied_all.contains_key("team_id"))
     });
-    let verdict = if applied_all.is_empty() {
+    // Routed or not: tags from label sets do not take a ticket out of the
+    // triage queue.
+    let verdict = if applied_all.keys().all(|k| k == "tags") {
         "abstained"
     } else {
         "applied"
     };
     sqlx::query(
         "UPDATE tickets SET category = $1, team_id = $2, priority = $3, sla_due = $4, \
-         triage_status = $5, updated_at = $6 WHERE tenant_id = $7 AND id = $8",
+         triage_status = $5, updated_at = $6, tags = $9 WHERE tenant_id = $7 AND id = $8",
     )
     .bind(new_category.as_deref())
     .bind(new_team)
@@ -428,6 +520,7 @@ async fn apply_once(
     .bind(at)
     .bind(tenant)
     .bind(id)
+    .bind(serde_json::to_string(&new_tags).map_err(|e| ApiError::Internal(e.into()))?)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
@@ -487,7 +580,8 @@ async fn apply_once(
     if stored.rows_affected() != 1 {
         return Err(ApiError::Conflict("a later triage landed first".into()));
     }
-    let before = json!({ "category": category, "team_id": team_id, "priority": priority });
+    let before = json!({ "category": category, "team_id": team_id, "priority": priority,
+        "tags": tags });
     let after = json!({ "status": verdict, "applied": done.applied, "skipped": done.skipped });
     audit(
         &mut **tx,
@@ -607,14 +701,32 @@ mod tests {
 
     #[test]
     fn settings_reject_a_threshold_outside_zero_to_one() {
+        let pipelines = crate::triage::pipeline::TriagePipelines::builtin();
         for bad in [-0.1, 1.5, f32::NAN] {
             let s = RoutingSettings {
                 route_threshold: Some(bad),
                 ..Default::default()
             };
-            assert!(s.check().is_err(), "{bad}");
+            assert!(s.check(&pipelines).is_err(), "{bad}");
+            let per_task = RoutingSettings {
+                thresholds: [("team".to_string(), bad)].into(),
+                ..Default::default()
+            };
+            assert!(per_task.check(&pipelines).is_err(), "{bad}");
         }
-        assert!(RoutingSettings::default().check().is_ok());
+        assert!(RoutingSettings::default().check(&pipelines).is_ok());
+        // A label set's threshold needs the label set; a pipeline must exist.
+        let mut s = RoutingSettings {
+            thresholds: [("product".to_string(), 0.5)].into(),
+            ..Default::default()
+        };
+        assert!(s.check(&pipelines).is_err());
+        s.label_sets = vec!["product".into()];
+        assert!(s.check(&pipelines).is_ok());
+        s.pipeline = Some("assist".into());
+        assert!(s.check(&pipelines).is_ok());
+        s.pipeline = Some("nope".into());
+        assert!(s.check(&pipelines).is_err());
         let bad = TriageResult {
             labels: [(
                 "team".to_string(),

@@ -12,6 +12,7 @@
 //! an HTTP form (`--role core|ai|worker`: separate processes). The wire
 //! types below are what travels between them either way.
 
+pub mod pipeline;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,14 @@ pub struct TriageRequest {
     /// attachment's text arrived later (the core keeps the highest).
     #[serde(default = "first_revision")]
     pub revision: i64,
+    /// The tenant's triage pipeline (`pipelines/triage.toml`; default
+    /// `standard`).
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// The tenant's own label sets (trained tasks) to predict beside the
+    /// routing heads; a confident answer becomes a `task:label` tag.
+    #[serde(default)]
+    pub label_sets: Vec<String>,
 }
 
 fn first_revision() -> i64 {
@@ -134,7 +143,8 @@ pub struct SimilarTicket {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TriageResult {
-    /// Routing heads the tenant has (category, team, priority): task → answer.
+    /// Routing heads the tenant has (category, team, priority) and its own
+    /// label sets: task → answer.
     #[serde(default)]
     pub labels: BTreeMap<String, LabelPrediction>,
     #[serde(default)]

@@ -311,6 +311,10 @@ impl Worker {
                 return Ok(());
             }
         }
+        // The tenant's pipeline and label sets travel with the request.
+        let settings = crate::ticketing::triage::routing_settings(&self.db.pool, &job.tenant_id)
+            .await
+            .map_err(ClientError::from)?;
         let req = TriageRequest {
             ticket_id: id,
             subject: get("subject")?,
@@ -320,6 +324,8 @@ impl Worker {
             attachments: texts.iter().map(|(a, _)| *a).collect(),
             attachment_text: texts.into_iter().map(|(_, t)| t).collect(),
             revision,
+            pipeline: settings.pipeline,
+            label_sets: settings.label_sets,
         };
         let answer = self.ai.triage(&job.tenant_id, req).await?;
         match answer.callback {

@@ -46,6 +46,8 @@ pub enum VisionError {
     },
     #[error("the image could not be decoded: {0}")]
     Corrupt(String),
+    #[error("the image model is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -95,6 +95,13 @@ pub struct Report {
     pub skipped: BTreeMap<&'static str, String>,
     /// Milliseconds per step.
     pub timings_ms: BTreeMap<&'static str, f64>,
+    /// The tenant's image heads' answers (`kind.heads`), by task.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub heads: BTreeMap<String, serde_json::Value>,
+    /// The unit-length 1280-d image embedding, for the image heads (in the
+    /// JSON only through `kind.embedding`).
+    #[serde(skip)]
+    pub features: Option<Vec<f32>>,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -328,6 +335,7 @@ impl Vision {
             skipped.insert("phash", off.clone());
             None
         };
+        let mut features = None;
         let kind = if !steps.kind.enabled {
             skipped.insert("kind", off.clone());
             None
@@ -348,6 +356,7 @@ impl Vision {
                         .classify(&rgb)
                         .map_err(|e| VisionError::Corrupt(format!("classifier: {e}")))?;
                     timings.insert("kind", ms(t));
+                    features = Some(unit(&out.features));
                     let grey = matches!(
                         img.color(),
                         image::ColorType::L8 | image::ColorType::La8 | image::ColorType::L16
@@ -461,8 +470,29 @@ impl Vision {
             pii,
             skipped,
             timings_ms: timings,
+            heads: BTreeMap::new(),
+            features,
         })
     }
+
+    /// The unit-length 1280-d embedding of an image (decoded within the
+    /// default limits): what image heads are trained on and read.
+    pub fn embed(&self, bytes: &[u8]) -> Result<Vec<f32>, VisionError> {
+        let (img, _) = decode(bytes, DecodeLimits::default())?;
+        let cnn = self.cnn().map_err(VisionError::Unavailable)?;
+        let out = cnn
+            .classify(&img.to_rgb8())
+            .map_err(|e| VisionError::Corrupt(format!("classifier: {e}")))?;
+        Ok(unit(&out.features))
+    }
+}
+
+/// The image model's id in model cards and the embedding cache.
+pub const IMAGE_ENCODER: &str = "efficientnet-lite0";
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / n).collect()
 }
 
 #[doc(hidden)]

@@ -49,6 +49,10 @@ pub struct KindStep {
     pub enabled: bool,
     pub screenshot_flat_share: f64,
     pub embedding: bool,
+    /// The tenant's image heads (tasks trained on image embeddings with
+    /// `helpdesk train --images`) run on every checked image.
+    #[serde(default)]
+    pub heads: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

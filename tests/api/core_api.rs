@@ -233,6 +233,7 @@ on_both!(
     another_tenants_objects_are_404_everywhere,
     credentials_roles_and_bad_input_are_refused_without_changes,
     tickets_page_newest_first_with_filters,
+    the_sla_report_counts_open_breaches_and_tickets_solved_late,
     ai_routes_take_the_tenant_from_the_credential,
     outbox_jobs_are_claimed_once_retried_with_backoff_and_dead_lettered,
     attachments_are_stored_checked_and_fenced_by_tenant_and_role,
@@ -694,6 +695,129 @@ async fn tickets_page_newest_first_with_filters(b: Backend) {
         .call("GET", "/api/v1/tickets?status=solved", &agent, None)
         .await;
     assert_eq!(none["items"].as_array().unwrap().len(), 0);
+}
+
+async fn the_sla_report_counts_open_breaches_and_tickets_solved_late(b: Backend) {
+    let c = spawn_core(b).await;
+    let key = c.acme.api_key.clone();
+    let mut ids = Vec::new();
+    for priority in ["urgent", "normal", "low"] {
+        let (s, t) = c
+            .call(
+                "POST",
+                "/api/v1/tickets",
+                &key,
+                Some(json!({ "subject": format!("{priority} one"), "priority": priority })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        assert_eq!(t["solved_at"], Value::Null);
+        ids.push(t["id"].as_i64().unwrap());
+    }
+    let (urgent, normal, low) = (ids[0], ids[1], ids[2]);
+    // Time passes: the urgent ticket is 6 hours past due, the low one due
+    // within the hour.
+    let at = helpdesk::ticketing::db::now();
+    for sql in [
+        format!(
+            "UPDATE tickets SET created_at = {}, sla_due = {} WHERE id = {urgent}",
+            at - 10 * 3600,
+            at - 6 * 3600
+        ),
+        format!(
+            "UPDATE tickets SET sla_due = {} WHERE id = {low}",
+            at + 3600
+        ),
+    ] {
+        sqlx::query(&sql).execute(&c.db.pool).await.unwrap();
+    }
+    let sla = |query: &'static str| {
+        let c = &c;
+        let key = key.clone();
+        async move {
+            let (s, r) = c
+                .call("GET", &format!("/api/v1/analytics/sla{query}"), &key, None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "{r}");
+            r
+        }
+    };
+    let r = sla("").await;
+    assert_eq!(r["breached_open"], json!({ "urgent": 1 }), "{r}");
+    assert_eq!(r["due_within_24h"], json!({ "low": 1 }), "{r}");
+    assert_eq!(r["solved"], json!({}), "{r}");
+    assert_eq!(r["breach_rate"], Value::Null);
+
+    let patch = |id: i64, body: Value| {
+        let c = &c;
+        let key = key.clone();
+        async move {
+            let (s, t) = c
+                .call("PATCH", &format!("/api/v1/tickets/{id}"), &key, Some(body))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{t}");
+            t
+        }
+    };
+    // Solved late, solved in time: the open breach is gone, the history has both.
+    let t = patch(urgent, json!({ "status": "solved" })).await;
+    assert!(t["solved_at"].as_i64().unwrap() >= at, "{t}");
+    patch(normal, json!({ "status": "closed" })).await;
+    let r = sla("").await;
+    assert_eq!(r["breached_open"], json!({}), "{r}");
+    assert_eq!(
+        r["solved"],
+        json!({ "urgent": { "on_time": 0, "late": 1 }, "normal": { "on_time": 1, "late": 0 } }),
+        "{r}"
+    );
+    assert_eq!(r["breach_rate"], 0.5);
+    // Reopened: no longer solved; it counts again when solved again.
+    let t = patch(normal, json!({ "status": "open" })).await;
+    assert_eq!(t["solved_at"], Value::Null, "{t}");
+    let r = sla("").await;
+    assert_eq!(
+        r["solved"],
+        json!({ "urgent": { "on_time": 0, "late": 1 } }),
+        "{r}"
+    );
+    assert_eq!(r["breach_rate"], 1.0);
+    // A new priority moves the due time (counted from creation).
+    let t = patch(low, json!({ "priority": "high" })).await;
+    assert_eq!(
+        t["sla_due"].as_i64().unwrap() - t["created_at"].as_i64().unwrap(),
+        24 * 3600,
+        "{t}"
+    );
+    // A window without resolutions; a bad window changes nothing and says why.
+    let later = format!("?since={}", at + 3600);
+    let (s, r) = c
+        .call(
+            "GET",
+            &format!("/api/v1/analytics/sla{later}&until={}", at + 7200),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!((s, &r["solved"]), (StatusCode::OK, &json!({})), "{r}");
+    let (s, e) = c
+        .call(
+            "GET",
+            &format!("/api/v1/analytics/sla?since={at}&until={}", at - 1),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("since"), "{e}");
+    // Another tenant sees none of it.
+    let (_, g) = c
+        .call("GET", "/api/v1/analytics/sla", &c.globex.api_key, None)
+        .await;
+    assert_eq!(
+        (&g["breached_open"], &g["solved"]),
+        (&json!({}), &json!({})),
+        "{g}"
+    );
 }
 
 /// `helpdesk migrate`, `tenant create` and `user create` on the embedded

@@ -78,6 +78,7 @@ on_both!(
     image_attachments_lose_their_gps_and_get_checked_by_the_worker,
     a_screenshots_text_routes_the_ticket_and_finds_the_kb_answer,
     a_label_barcode_links_the_asset_and_a_repeated_screenshot_the_tickets,
+    the_tenants_pipeline_and_label_sets_shape_its_triage,
 );
 
 async fn a_ticket_is_triaged_routed_and_noted_once(b: Backend) {
@@ -1146,4 +1147,137 @@ async fn a_label_barcode_links_the_asset_and_a_repeated_screenshot_the_tickets(b
         .call("GET", &format!("/api/v1/tickets/{id}"), &tech, None)
         .await;
     assert!(first["links"].as_array().unwrap().is_empty(), "{first}");
+}
+
+/// A zero-shot head of acme's for `task` from label descriptions.
+async fn zero_shot(c: &CoreApp, task: &str, descriptions: Value) {
+    let (s, r) = c
+        .call(
+            "POST",
+            &format!("/v1/models/{task}/train"),
+            &c.acme.api_key,
+            Some(json!({ "descriptions": descriptions })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["promoted"], true, "{r}");
+}
+
+async fn the_tenants_pipeline_and_label_sets_shape_its_triage(b: Backend) {
+    require_model();
+    let c = spawn_core_with(b, true).await;
+    wait_ready(&c).await;
+    let teams = routing_setup(
+        &c,
+        "/v1/kb/articles",
+        json!({
+            "id": "vpn-gateway",
+            "title": "GlobalProtect cannot find the VPN gateway",
+            "body": "When GlobalProtect says the gateway is not found, check that the portal address is vpn.acme.test, then sign out and in again."
+        }),
+        0.05,
+    )
+    .await;
+    zero_shot(
+        &c,
+        "team",
+        json!({ "network": "VPN, Wi-Fi, DNS, firewalls and network connectivity",
+                "database": "database servers, SQL queries, Oracle and PostgreSQL errors" }),
+    )
+    .await;
+    // The tenant's own label set: which product a ticket is about.
+    zero_shot(
+        &c,
+        "product",
+        json!({ "globalprotect": "GlobalProtect VPN client, gateway and portal",
+                "outlook": "Outlook email client and mailbox" }),
+    )
+    .await;
+    let put = |v: Value| {
+        let c = &c;
+        async move {
+            c.call("PUT", "/api/v1/tenant/settings", &c.acme.api_key, Some(v))
+                .await
+        }
+    };
+    let (s, r) = put(
+        json!({ "route_threshold": 0.05, "thresholds": { "product": 0.0 },
+        "label_sets": ["product"], "pipeline": "routing-only" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let ticket = |subject: &'static str| {
+        let c = &c;
+        async move {
+            let (s, t) = c
+                .call(
+                    "POST",
+                    "/api/v1/tickets",
+                    &c.acme.api_key,
+                    Some(json!({ "subject": subject, "body": "From home, since this morning." })),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{t}");
+            triaged(c, &c.acme.api_key, t["id"].as_i64().unwrap()).await
+        }
+    };
+
+    // routing-only: routed and tagged with the product, no KB search.
+    let t = ticket("GlobalProtect says the VPN gateway is not found").await;
+    let tr = &t["triage"];
+    assert_eq!(tr["status"], "applied", "{t}");
+    assert_eq!(t["team_id"], teams["network"], "{t}");
+    assert_eq!(tr["labels"]["product"]["top"], "globalprotect", "{tr}");
+    assert_eq!(t["tags"], json!(["product:globalprotect"]), "{t}");
+    assert_eq!(
+        tr["applied"]["tags"],
+        json!(["product:globalprotect"]),
+        "{tr}"
+    );
+    assert_eq!(tr["suggestions"], json!([]), "{tr}");
+    assert_eq!(tr["similar"], json!([]), "{tr}");
+
+    // assist: nothing routed (the ticket waits for a human), the KB answer
+    // and the similar earlier ticket are there; no label sets, no tags.
+    let (s, r) = put(json!({ "route_threshold": 0.05, "pipeline": "assist" })).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let t = ticket("GlobalProtect cannot reach the VPN gateway").await;
+    let tr = &t["triage"];
+    assert_eq!(tr["status"], "abstained", "{t}");
+    assert_eq!(t["team_id"], Value::Null, "{t}");
+    assert_eq!(tr["labels"], json!({}), "{tr}");
+    assert_eq!(t["tags"], json!([]), "{t}");
+    assert_eq!(tr["suggestions"][0]["article_id"], "vpn-gateway", "{tr}");
+    assert!(!tr["similar"].as_array().unwrap().is_empty(), "{tr}");
+    assert!(tr["sentiment"]["label"].is_string(), "{tr}");
+
+    // Bad settings are refused with why, and change nothing.
+    for (bad, why) in [
+        (json!({ "pipeline": "nope" }), "pipeline must be one of"),
+        (json!({ "label_sets": ["team"] }), "routing heads"),
+        (json!({ "label_sets": ["a b"] }), "label set"),
+        (
+            json!({ "thresholds": { "colour": 0.5 } }),
+            "thresholds.colour",
+        ),
+        (json!({ "thresholds": { "team": 1.5 } }), "thresholds.team"),
+    ] {
+        let (s, e) = put(bad.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {e}");
+        assert!(e["error"].as_str().unwrap().contains(why), "{bad}: {e}");
+    }
+    let (_, now) = c
+        .call("GET", "/api/v1/tenant/settings", &c.acme.api_key, None)
+        .await;
+    assert_eq!(now["pipeline"], "assist", "{now}");
+    // The AI service refuses an unknown pipeline too.
+    let (s, e) = c
+        .call(
+            "POST",
+            "/v1/triage",
+            &c.acme.api_key,
+            Some(json!({ "ticket_id": 1, "subject": "x", "pipeline": "nope" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
 }

@@ -285,3 +285,156 @@ async fn a_multipart_upload_is_checked_like_raw_bytes() {
     let (s, e) = analyze(&app, "multipart/form-data", png).await;
     assert_eq!(s, 400, "{e}");
 }
+
+/// Square crops of a fixture image at several places and sizes, as PNGs.
+fn crops(path: &str, n: u32) -> Vec<Vec<u8>> {
+    let img = image::load_from_memory(&fixture(path)).unwrap();
+    let (w, h) = (img.width(), img.height());
+    (0..n)
+        .map(|i| {
+            let side = w.min(h) * (5 + i % 4) / 9;
+            let x = (w - side) * (i % 3) / 2;
+            let y = (h - side) * (i / 3 % 3) / 2;
+            let mut png = Vec::new();
+            img.crop_imm(x, y, side, side)
+                .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            png
+        })
+        .collect()
+}
+
+/// An image head: trained by `helpdesk train --images` on labelled images'
+/// embeddings, run on every checked image of the tenants whose pipeline
+/// names it, refused where text is classified.
+#[tokio::test]
+async fn an_image_head_trained_on_labelled_images_answers_in_the_attachment_report() {
+    crate::helpers::require_model();
+    let data = crate::helpers::data_dir();
+    let images = data.path().join("labelled");
+    for (label, sources) in [
+        ("photo", vec!["photos/chelsea.png"]),
+        (
+            "screen",
+            vec![
+                "screenshots/ticket_list_1080p.png",
+                "screenshots/payment_error.png",
+            ],
+        ),
+    ] {
+        let dir = images.join(label);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut n = 0;
+        for source in sources {
+            for png in crops(source, 8) {
+                std::fs::write(dir.join(format!("{n:02}.png")), png).unwrap();
+                n += 1;
+            }
+        }
+    }
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_helpdesk"))
+            .env_remove("RUST_LOG")
+            .arg("--models-dir")
+            .arg(crate::helpers::models_dir())
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("stdout is JSON")
+    };
+    let dir = images.to_str().unwrap();
+    let trained = cli(&[
+        "train", "--task", "shot", "--images", dir, "--tenant", "acme",
+    ]);
+    assert_eq!(trained["version"], 1, "{trained}");
+    assert_eq!(trained["promoted"], true, "{trained}");
+    assert_eq!(trained["lexical_weight"], 0.0, "{trained}");
+    assert!(
+        trained["metrics"]["accuracy"].as_f64().unwrap() >= 0.8,
+        "held-out crops: {trained}"
+    );
+    let listed = cli(&["heads", "list", "--task", "shot", "--tenant", "acme"]);
+    let card = &listed["versions"][0];
+    assert!(
+        card["encoder"]
+            .as_str()
+            .unwrap()
+            .starts_with("efficientnet-lite0@"),
+        "{card}"
+    );
+    assert_eq!(card["dims"], 1280);
+    let eval = cli(&[
+        "eval", "--task", "shot", "--images", dir, "--tenant", "acme",
+    ]);
+    assert!(
+        eval["metrics"]["accuracy"].as_f64().unwrap() >= 0.9,
+        "{eval}"
+    );
+
+    // The service runs it for acme (its pipeline names the head), not for
+    // globex, on images it never saw.
+    let pipeline = data.path().join("checks.toml");
+    std::fs::write(
+        &pipeline,
+        helpdesk::vision::pipeline::DEFAULT_TOML.to_string()
+            + "\n[tenants.\"acme\".kind]\nheads = [\"shot\"]\n",
+    )
+    .unwrap();
+    let mut settings = crate::helpers::test_settings();
+    settings.data_dir = data.path().to_path_buf();
+    settings.vision.pipeline = Some(pipeline);
+    let app = crate::helpers::spawn_app_with(settings, true).await;
+    let check = |tenant: &'static str, path: &'static str| {
+        let app = &app;
+        let ctype = if path.ends_with(".tif") {
+            "image/tiff"
+        } else {
+            "image/png"
+        };
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/v1/attachments/analyze", app.address))
+                .header("x-tenant-id", tenant)
+                .header("content-type", ctype)
+                .body(fixture(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let r = check("acme", "screenshots/ora_error.png").await;
+    assert_eq!(r["heads"]["shot"]["top"], "screen", "{}", r["heads"]);
+    assert_eq!(r["heads"]["shot"]["version"], 1);
+    let p = &r["heads"]["shot"]["probabilities"];
+    assert_eq!(p.as_array().unwrap().len(), 2, "{p}");
+    assert!(r["heads"]["shot"]["evidence"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("screen/"));
+    let r = check("globex", "screenshots/ora_error.png").await;
+    assert!(r.get("heads").is_none(), "not globex's: {r}");
+    let r = check("acme", "phototest.tif").await;
+    assert!(r["heads"]["shot"]["top"].is_string(), "{r}");
+
+    // Text is not what it reads.
+    let r = app
+        .post_as(
+            "acme",
+            "/v1/classify",
+            &serde_json::json!({ "inputs": "my laptop screen is broken", "task": "shot" }),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("reads images"), "{e}");
+}
