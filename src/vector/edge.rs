@@ -54,8 +54,9 @@ pub struct EdgeOptions {
     /// Filtered searches over at most this many points scan instead of
     /// walking the graph. Fixed when the shard is created.
     pub exact_scan_max_points: usize,
-    /// Keep an int8 copy of every vector in memory and answer searches
-    /// filtered by tenant (and source) with an exact scan of it (`scan.rs`).
+    /// Keep int8 and 2-bit copies of every vector in memory and answer
+    /// searches filtered by tenant (and source) with a scan of them
+    /// (`scan.rs`).
     pub dense_scan: bool,
 }
 
@@ -81,11 +82,11 @@ pub struct EdgeIndex {
     /// Dropped by hand (see `Drop`): the shard's own drop flushes and panics
     /// when that fails.
     shard: RwLock<ManuallyDrop<EdgeShard>>,
-    /// The in-memory int8 copy for exact scans, when enabled.
+    /// The in-memory int8 and 2-bit copies for scans, when enabled.
     scan: Option<DenseScan>,
 }
 
-/// Candidates the int8 scan hands to rescoring per result.
+/// Candidates the scan (ranked by int8) hands to rescoring per result.
 const SCAN_OVERSAMPLING: usize = 4;
 
 fn source_code(s: Source) -> u8 {
@@ -360,8 +361,9 @@ impl EdgeIndex {
         }
     }
 
-    /// Exact search through the int8 copy: candidates by the int8 scores,
-    /// rescored with the shard's original vectors. `None` when the filter
+    /// Search through the in-memory copies: candidates by the 2-bit codes,
+    /// ranked by the int8 ones, the best rescored with the shard's original
+    /// vectors. `None` when the filter
     /// asks for more than tenant, source and an excluded document.
     fn scan_search(
         &self,
