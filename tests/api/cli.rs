@@ -117,20 +117,7 @@ fn train_eval_and_heads_commands_version_a_task() {
     );
     std::fs::write(&train_csv, train).unwrap();
     std::fs::write(&test_csv, test).unwrap();
-    let run = |args: &[&str]| {
-        let out = helpdesk()
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).expect("stdout is JSON")
-    };
+    let run = |args: &[&str]| crate::helpers::cli_json(data.path(), args);
     let t = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let first = run(&[
         "train",
@@ -251,20 +238,11 @@ fn shipped_sentiment_head_scores_sst2_dev_and_ticket_sentences() {
     require_model();
     let data = crate::helpers::data_dir();
     let eval = |file: &str, extra: &[&str]| {
-        let out = helpdesk()
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["eval", "--task", "sentiment", "--json", "--data"])
-            .arg(repo_path(file))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        let file = repo_path(file);
+        let mut args = vec!["eval", "--task", "sentiment", "--json", "--data"];
+        args.push(file.to_str().unwrap());
+        args.extend(extra);
+        crate::helpers::cli_json(data.path(), &args)
     };
     let sst2 = eval(
         "tests/fixtures/sst2_dev.tsv",

@@ -37,6 +37,27 @@ pub fn require_model() {
     );
 }
 
+/// Runs `helpdesk --models-dir … --data-dir DATA ARGS…` from the repository
+/// root and returns its stdout as JSON; a failure shows its stderr.
+pub fn cli_json(data: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_helpdesk"))
+        .current_dir(repo_path(""))
+        .env_remove("RUST_LOG")
+        .arg("--models-dir")
+        .arg(models_dir())
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run helpdesk");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
 /// A fresh data directory per test, removed when the test ends.
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -332,23 +332,7 @@ async fn an_image_head_trained_on_labelled_images_answers_in_the_attachment_repo
             }
         }
     }
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_helpdesk"))
-            .env_remove("RUST_LOG")
-            .arg("--models-dir")
-            .arg(crate::helpers::models_dir())
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).expect("stdout is JSON")
-    };
+    let cli = |args: &[&str]| crate::helpers::cli_json(data.path(), args);
     let dir = images.to_str().unwrap();
     let trained = cli(&[
         "train", "--task", "shot", "--images", dir, "--tenant", "acme",
