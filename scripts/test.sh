@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/fetch-models.sh
+scripts/install-test-tools.sh
+export S3S_FS="${S3S_FS:-${HELPDESK_TOOLS:-$HOME/.cache/helpdesk-ai/tools}/bin/s3s-fs}"
 # The Qdrant-server backend's tests are marked ignored: they need a server,
 # which they get from QDRANT_URL; without one they are reported as not run.
 nextest_ignored=() test_ignored=()

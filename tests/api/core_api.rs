@@ -1406,6 +1406,177 @@ async fn attachments_are_stored_checked_and_fenced_by_tenant_and_role(b: Backend
     assert_eq!(walk(&c.settings.data_dir.join("attachments")).len(), 2);
 }
 
+/// An S3-compatible server (s3s-fs over a temporary folder) for one test,
+/// stopped when dropped. Its binary comes from `scripts/install-test-tools.sh`
+/// (`S3S_FS`, set by `scripts/test.sh`); without it the test fails.
+struct S3Server {
+    child: std::process::Child,
+    root: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl S3Server {
+    const KEY: &'static str = "helpdesk-test-key";
+    const SECRET: &'static str = "helpdesk-test-secret";
+
+    fn start(bucket: &str) -> Self {
+        let bin = std::env::var("S3S_FS").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/helpdesk-ai/tools/bin/s3s-fs",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        assert!(
+            std::path::Path::new(&bin).is_file(),
+            "no S3-compatible server at {bin}: run scripts/install-test-tools.sh (scripts/test.sh does)"
+        );
+        let root = crate::helpers::data_dir();
+        std::fs::create_dir(root.path().join(bucket)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", Self::KEY, "--secret-key", Self::SECRET])
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s3s-fs did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            root,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `attachments.store = "s3"`: the bytes go to an S3-compatible server
+/// (signed requests, path-style), come back on download, and stay fenced
+/// by tenant; nothing is written to the local folder.
+#[tokio::test]
+async fn attachments_go_to_an_s3_compatible_store_when_configured() {
+    let s3 = S3Server::start("helpdesk-attachments");
+    // object_store reads credentials from the usual variables (this test
+    // runs in its own process under nextest).
+    std::env::set_var("AWS_ACCESS_KEY_ID", S3Server::KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", S3Server::SECRET);
+    let endpoint = s3.endpoint.clone();
+    let c = spawn_core_custom(Backend::Sqlite, move |s| {
+        s.attachments.store = "s3".into();
+        s.attachments.s3_bucket = Some("helpdesk-attachments".into());
+        s.attachments.s3_endpoint = Some(endpoint);
+        s.attachments.s3_region = Some("us-east-1".into());
+        s.attachments.s3_allow_http = true;
+    })
+    .await;
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &c.acme.api_key,
+            Some(json!({ "subject": "Printer log attached" })),
+        )
+        .await;
+    let id = t["id"].as_i64().unwrap();
+    let log: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("line {i}: paper jam at tray {}\n", i % 3).into_bytes())
+        .collect();
+    let r = c
+        .app
+        .client
+        .post(format!(
+            "{}/api/v1/tickets/{id}/attachments?filename=printer.log",
+            c.app.address
+        ))
+        .bearer_auth(&c.acme.api_key)
+        .header("content-type", "text/plain")
+        .body(log.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let a: Value = r.json().await.unwrap();
+    // The object is in the server's bucket, byte for byte; nothing local.
+    let stored = walk(&s3.root.path().join("helpdesk-attachments"));
+    let objects: Vec<_> = stored
+        .iter()
+        .filter(|p| std::fs::read(p).map(|b| b == log).unwrap_or(false))
+        .collect();
+    assert_eq!(objects.len(), 1, "{stored:?}");
+    assert!(walk(&c.settings.data_dir.join("attachments")).is_empty());
+    let download = |key: String| {
+        let url = format!("{}/api/v1/attachments/{}", c.app.address, a["id"]);
+        let client = c.app.client.clone();
+        async move { client.get(url).bearer_auth(key).send().await.unwrap() }
+    };
+    let r = download(c.acme.api_key.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), log);
+    assert_eq!(
+        download(c.globex.api_key.clone()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // A store that refuses (wrong secret) is an error, not a lost file.
+    drop(c);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "wrong");
+    let endpoint = s3.endpoint.clone();
+    let c = spawn_core_custom(Backend::Sqlite, move |s| {
+        s.attachments.store = "s3".into();
+        s.attachments.s3_bucket = Some("helpdesk-attachments".into());
+        s.attachments.s3_endpoint = Some(endpoint);
+        s.attachments.s3_region = Some("us-east-1".into());
+        s.attachments.s3_allow_http = true;
+    })
+    .await;
+    let (_, t) = c
+        .call(
+            "POST",
+            "/api/v1/tickets",
+            &c.acme.api_key,
+            Some(json!({ "subject": "Another log" })),
+        )
+        .await;
+    let r = c
+        .app
+        .client
+        .post(format!(
+            "{}/api/v1/tickets/{}/attachments?filename=b.log",
+            c.app.address, t["id"]
+        ))
+        .bearer_auth(&c.acme.api_key)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"].is_string(), "{e}");
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM attachments").await,
+        0,
+        "no row without its bytes"
+    );
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
