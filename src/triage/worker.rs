@@ -249,8 +249,9 @@ impl Worker {
     }
 
     /// Has the AI service index (or drop) a KB article as the core has it
-    /// now: a queued upsert of an article deleted since does nothing, and
-    /// a delete of one re-created since is skipped.
+    /// now: a queued upsert of an article deleted since does nothing, a
+    /// delete of one re-created since is skipped, and a delete that raced a
+    /// re-create (its upsert indexed first) indexes the article again.
     async fn index_article(&self, job: &Job) -> Result<(), ClientError> {
         use crate::ticketing::kb;
         let id = job.payload["article_id"]
@@ -266,7 +267,24 @@ impl Worker {
                     .await
                     .map_err(|e| ClientError::new(e.to_string(), true))
             }
-            (Some("delete"), None) => self.ai.kb_delete(&job.tenant_id, id).await,
+            (Some("delete"), None) => {
+                self.ai.kb_delete(&job.tenant_id, id).await?;
+                // Re-created while this delete ran (its upsert job may have
+                // indexed it just before): index it again, or it would be
+                // in the core but missing from the index.
+                let again = kb::current(&self.db, &job.tenant_id, id)
+                    .await
+                    .map_err(|e| ClientError::new(format!("read article {id}: {e}"), true))?;
+                match again {
+                    Some((article, version)) => {
+                        self.ai.kb_upsert(&job.tenant_id, article).await?;
+                        kb::mark_indexed(&self.db, &job.tenant_id, id, version)
+                            .await
+                            .map_err(|e| ClientError::new(e.to_string(), true))
+                    }
+                    None => Ok(()),
+                }
+            }
             (Some("upsert"), None) | (Some("delete"), Some(_)) => Ok(()),
             (other, _) => Err(ClientError::new(
                 format!("unknown kb_index op {other:?}"),
