@@ -270,7 +270,7 @@ pub async fn apply(
     actor: &str,
 ) -> Result<AppliedTriage, ApiError> {
     let db = &core.db;
-    match apply_once(db, tenant, ticket, result, actor).await {
+    match apply_once(db, &core.pipelines, tenant, ticket, result, actor).await {
         Ok((done, event)) => {
             if let Some(e) = event {
                 core.events.publish(e).await;
@@ -292,6 +292,7 @@ pub async fn apply(
 /// The triage applied, and its live event (none when replayed).
 async fn apply_once(
     db: &Db,
+    pipelines: &crate::triage::pipeline::TriagePipelines,
     tenant: &str,
     id: i64,
     result: &TriageResult,
@@ -344,6 +345,11 @@ async fn apply_once(
     let tags: String = row.try_get("tags").map_err(db_error)?;
     let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
     let settings = routing_settings(&mut **tx, tenant).await?;
+    // Urgency stands in for a priority head only where the tenant's
+    // pipeline routes priority (not in `assist`: people route there).
+    let routes_priority = pipelines
+        .get(settings.pipeline.as_deref())
+        .is_none_or(|p| p.routing.iter().any(|t| t == "priority"));
 
     let mut applied: BTreeMap<String, Value> = BTreeMap::new();
     let mut skipped: BTreeMap<String, String> = BTreeMap::new();
@@ -426,7 +432,7 @@ async fn apply_once(
             None
         }
         // No priority head: urgency may raise it.
-        (Ok(None), false) if !settings.auto_route_disabled => {
+        (Ok(None), false) if !settings.auto_route_disabled && routes_priority => {
             let by_urgency = match result.urgency.as_ref().map(|u| u.level.as_str()) {
                 Some("critical") => Some("urgent"),
                 Some("high") => Some("high"),

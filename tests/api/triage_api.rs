@@ -549,6 +549,14 @@ async fn triage_results_apply_by_the_tenants_rules(b: Backend) {
     let calm = json!({ "urgency": { "level": "high", "points": 3, "reasons": [] } });
     let (_, r) = post(j, calm).await;
     assert_eq!(r["status"], "abstained", "never lowered: {r}");
+    // A tenant whose pipeline leaves routing to people (assist): urgency
+    // does not raise the priority either.
+    settings(json!({ "route_threshold": 0.9, "pipeline": "assist" })).await;
+    let assisted = new_ticket(json!({ "subject": "VPN" })).await;
+    let (_, r) = post(assisted, urgent.clone()).await;
+    assert_eq!(r["status"], "abstained", "{r}");
+    assert!(r["applied"].get("priority").is_none(), "{r}");
+    settings(json!({ "route_threshold": 0.9 })).await;
     let k = new_ticket(json!({ "subject": "VPN" })).await;
     c.call(
         "PATCH",
