@@ -311,7 +311,7 @@ fn ticketing() -> (Value, Value) {
                 "responses": with("200", "The settings", &[]) },
             "put": { "summary": "Replace the triage settings (admins)", "security": bearer,
                 "responses": with("200", "The stored settings", &[("422", "A threshold outside 0-1, an unknown pipeline, a bad label set")]) } },
-        "/api/v1/events": { "get": { "summary": "WebSocket of live events (JSON text messages {kind, tenant_id, ticket_id, requester_id, public, data, at}; kinds ticket.created, ticket.updated, ticket.triaged, comment.added). Staff: every event of the tenant; customers: their tickets' public events",
+        "/api/v1/events": { "get": { "summary": "WebSocket of live events (JSON text messages {kind, tenant_id, ticket_id, requester_id, public, data, at}; kinds ticket.created, ticket.updated, ticket.triaged, comment.added, incident.detected (staff only: the ticket completes a cluster of near-identical recent tickets, data.tickets)). Staff: every event of the tenant; customers: their tickets' public events",
             "security": bearer, "responses": with("101", "Switching to WebSocket", &[("400", "Not a WebSocket upgrade")]) } },
         "/api/v1/analytics/volume": { "get": { "summary": "Tickets created per bucket {since, until (Unix s; default the last 30 days, ≤ 366), interval day|week, by category|team|channel|priority|status} (staff)",
             "security": bearer, "responses": with("200", "{since, until, interval_s, points: [{bucket, key, count}]}", &[]) } },

@@ -26,11 +26,14 @@ use super::auth::Principal;
 use super::CoreState;
 use crate::error::ApiError;
 
-pub const KINDS: [&str; 4] = [
+pub const KINDS: [&str; 5] = [
     "ticket.created",
     "ticket.updated",
     "ticket.triaged",
     "comment.added",
+    // A triage found the ticket completing a cluster of near-identical
+    // recent tickets (staff only): the "VPN is down for everyone" case.
+    "incident.detected",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

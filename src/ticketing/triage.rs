@@ -271,8 +271,8 @@ pub async fn apply(
 ) -> Result<AppliedTriage, ApiError> {
     let db = &core.db;
     match apply_once(db, &core.pipelines, tenant, ticket, result, actor).await {
-        Ok((done, event)) => {
-            if let Some(e) = event {
+        Ok((done, events)) => {
+            for e in events {
                 core.events.publish(e).await;
             }
             Ok(done)
@@ -289,7 +289,7 @@ pub async fn apply(
     }
 }
 
-/// The triage applied, and its live event (none when replayed).
+/// The triage applied, and its live events (none when replayed).
 async fn apply_once(
     db: &Db,
     pipelines: &crate::triage::pipeline::TriagePipelines,
@@ -297,7 +297,7 @@ async fn apply_once(
     id: i64,
     result: &TriageResult,
     actor: &str,
-) -> Result<(AppliedTriage, Option<super::events::Event>), ApiError> {
+) -> Result<(AppliedTriage, Vec<super::events::Event>), ApiError> {
     let mut tx = db.begin_write().await.map_err(db_error)?;
     // A triage of this revision or a later one landed already: a replay.
     // An earlier one: this re-triage (an attachment's text arrived) adds to it.
@@ -317,7 +317,7 @@ async fn apply_once(
                     .await?
                     .ok_or_else(|| ApiError::Conflict("triage vanished".into()))?;
                 done.replayed = true;
-                return Ok((done, None));
+                return Ok((done, Vec::new()));
             }
             let applied: String = row.try_get("applied").map_err(db_error)?;
             let applied: AppliedTriage =
@@ -606,12 +606,35 @@ async fn apply_once(
         .map(|(k, v)| (k, json!({ "top": v.top, "confidence": v.confidence })))
         .collect();
     let data = json!({ "status": done.status, "applied": done.applied, "labels": labels });
-    let event = super::events::Event::new("ticket.triaged", tenant, id, &requester, false, data);
-    let event = super::webhooks::enqueue(&mut tx, event)
-        .await
-        .map_err(db_error)?;
+    let mut events = vec![super::events::Event::new(
+        "ticket.triaged",
+        tenant,
+        id,
+        &requester,
+        false,
+        data,
+    )];
+    if let Some(tickets) = &result.incident {
+        let data = json!({ "tickets": tickets, "size": tickets.len() });
+        events.push(super::events::Event::new(
+            "incident.detected",
+            tenant,
+            id,
+            &requester,
+            false,
+            data,
+        ));
+    }
+    let mut queued = Vec::new();
+    for e in events {
+        queued.push(
+            super::webhooks::enqueue(&mut tx, e)
+                .await
+                .map_err(db_error)?,
+        );
+    }
     tx.commit().await.map_err(db_error)?;
-    Ok((done, Some(event)))
+    Ok((done, queued))
 }
 
 /// The internal note for the agent: suggested KB answers, and the likely

@@ -606,6 +606,31 @@ async fn triage_results_apply_by_the_tenants_rules(b: Backend) {
     );
     let (s, _) = post(999_999, json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A triage that completes an incident raises `incident.detected` (here
+    // queued for the tenant's webhook that asks for it; the worker is off).
+    let (s, h) = c
+        .call(
+            "POST",
+            "/api/v1/webhooks",
+            &c.acme.api_key,
+            Some(json!({ "url": "http://127.0.0.1:9/hook", "events": ["incident.detected"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{h}");
+    let q = new_ticket(json!({ "subject": "VPN down" })).await;
+    let (s, r) = post(q, json!({ "incident": ["3", "4", q.to_string()] })).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let incident_jobs = || {
+        c.count(
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'webhook' AND payload LIKE '%incident.detected%'",
+        )
+    };
+    assert_eq!(incident_jobs().await, 1);
+    // Without an incident, none.
+    let plain = new_ticket(json!({ "subject": "VPN" })).await;
+    post(plain, json!({})).await;
+    assert_eq!(incident_jobs().await, 1);
 }
 
 /// KB articles written to the core reach the AI service's index through
