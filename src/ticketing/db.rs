@@ -173,10 +173,17 @@ impl Db {
             Dialect::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Dialect::Postgres => None,
         };
-        Ok(WriteTx {
-            tx: self.pool.begin().await?,
-            _turn: turn,
-        })
+        // On SQLite the transaction takes the database's write lock at
+        // BEGIN (IMMEDIATE), waiting on the busy timeout: a deferred one that
+        // reads first holds a snapshot, and when another connection (a
+        // worker's job update, another process) commits before its first
+        // write, SQLite refuses the upgrade at once (SQLITE_BUSY_SNAPSHOT),
+        // which no busy timeout retries.
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// Applies the migrations not yet applied (idempotent).
@@ -290,4 +297,58 @@ pub async fn audit_and_commit<T: serde::Serialize>(
     .await
     .map_err(db_error)?;
     tx.commit().await.map_err(db_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write transaction that reads first and writes after another
+    /// connection committed (the worker's job updates do this) must not fail:
+    /// with a deferred BEGIN, SQLite refused the upgrade (SQLITE_BUSY_SNAPSHOT).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_transaction_that_reads_first_survives_a_concurrent_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("core.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        let insert = |id: &'static str| {
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, 0)").bind(id)
+        };
+        insert("a").execute(&db.pool).await.unwrap();
+
+        let mut tx = db.begin_write().await.unwrap();
+        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
+            .fetch_one(&mut **tx)
+            .await
+            .unwrap();
+        assert_eq!(before, 1);
+        // Another connection writes (outside this process's write turn, as
+        // another process would) while the transaction is open.
+        let pool = db.pool.clone();
+        let other = tokio::spawn(async move {
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ('b', 'b', 0)")
+                .execute(&pool)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("UPDATE tenants SET settings = '{\"x\":1}' WHERE id = 'a'")
+            .execute(&mut **tx)
+            .await
+            .expect("the transaction's write after its read");
+        tx.commit().await.unwrap();
+        other
+            .await
+            .unwrap()
+            .expect("the other connection's write, after it");
+        let names: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(names, ["a", "b"]);
+        let settings: String = sqlx::query_scalar("SELECT settings FROM tenants WHERE id = 'a'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(settings, "{\"x\":1}");
+    }
 }
