@@ -306,6 +306,10 @@ fn ticketing() -> (Value, Value) {
         "/api/v1/tickets/{id}/triage": { "post": { "summary": "The AI service's callback: a triage result {labels, sentiment, urgency, suggestions, similar, duplicate_of, incident}. Applies category/team/priority when the confidence clears the tenant's route_threshold (else the head's own threshold), stores the prediction, adds an internal note with the KB suggestions; once per ticket (a repeat answers replayed: true). Keys with scope ai-callback (own tenant) or service (X-Tenant-Id)",
             "security": bearer, "parameters": id.clone(),
             "responses": with("200", "{ticket_id, status: applied|abstained, applied, skipped, note_id, replayed}", &[("404", "No such ticket in the tenant")]) } },
+        "/api/v1/audit": { "get": { "summary": "The tenant's audit log, newest first {items: [{id, actor, action, object, before, after, at}], next_before} (?actor=&action=&object=&limit=1-200&before=) (admins)",
+            "security": bearer, "responses": with("200", "A page of entries", &[("403", "Not an admin"), ("422", "Bad filter or limit")]) } },
+        "/api/v1/labels": { "get": { "summary": "Agents' corrections as training labels, newest first {items: [{id, ticket_id, task, label, previous, actor, at, text}], next_before} (?task=category|team|priority&limit&before); ?task=…&format=csv: text,label rows, each ticket's latest correction once (what `helpdesk train --data` reads) (staff)",
+            "security": bearer, "responses": with("200", "A page of labels, or CSV", &[("403", "Not staff"), ("422", "Bad task, format or limit")]) } },
         "/api/v1/tenant/settings": {
             "get": { "summary": "The tenant's triage settings {route_threshold (null: each head's own), thresholds {task: t}, auto_route_disabled, label_sets [task] (predicted at triage; confident answers become task:label tags), pipeline (a name of pipelines/triage.toml; null: standard)} (staff)", "security": bearer,
                 "responses": with("200", "The settings", &[]) },

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod events;
 pub mod jobs;
 pub mod kb;
+pub mod records;
 pub mod tickets;
 pub mod triage;
 pub mod webhooks;
@@ -86,6 +87,8 @@ pub fn router(state: CoreState) -> Router {
         )
         .route("/api/v1/tickets/{id}/triage", post(triage::callback))
         .route("/api/v1/events", get(events::stream))
+        .route("/api/v1/audit", get(records::audit))
+        .route("/api/v1/labels", get(records::labels))
         .route("/api/v1/analytics/volume", get(analytics::volume))
         .route("/api/v1/analytics/sentiment", get(analytics::sentiment))
         .route("/api/v1/analytics/sla", get(analytics::sla))

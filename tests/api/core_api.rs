@@ -234,6 +234,7 @@ on_both!(
     credentials_roles_and_bad_input_are_refused_without_changes,
     tickets_page_newest_first_with_filters,
     the_sla_report_counts_open_breaches_and_tickets_solved_late,
+    the_audit_log_and_agents_labels_read_back_and_export_for_training,
     ai_routes_take_the_tenant_from_the_credential,
     outbox_jobs_are_claimed_once_retried_with_backoff_and_dead_lettered,
     attachments_are_stored_checked_and_fenced_by_tenant_and_role,
@@ -817,6 +818,158 @@ async fn the_sla_report_counts_open_breaches_and_tickets_solved_late(b: Backend)
         (&g["breached_open"], &g["solved"]),
         (&json!({}), &json!({})),
         "{g}"
+    );
+}
+
+async fn the_audit_log_and_agents_labels_read_back_and_export_for_training(b: Backend) {
+    let c = spawn_core(b).await;
+    let (_, agent) = c.user(&c.acme, "agent@acme.test", "agent").await;
+    let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
+    let mut ids = Vec::new();
+    for subject in ["VPN drops at night", "Mailbox full", "Printer on fire"] {
+        let (s, t) = c
+            .call(
+                "POST",
+                "/api/v1/tickets",
+                &customer,
+                Some(json!({ "subject": subject, "body": "Please help." })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        ids.push(t["id"].as_i64().unwrap());
+    }
+    // Agents correct the routing: two category labels on the first ticket
+    // (the latest is the one to train on), one on the second, a priority.
+    for (id, patch) in [
+        (ids[0], json!({ "category": "network" })),
+        (ids[0], json!({ "category": "vpn" })),
+        (ids[1], json!({ "category": "email" })),
+        (ids[2], json!({ "priority": "urgent" })),
+    ] {
+        let (s, t) = c
+            .call(
+                "PATCH",
+                &format!("/api/v1/tickets/{id}"),
+                &agent,
+                Some(patch),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+    }
+    let get = |who: &str, path: &str| {
+        let (c, who, path) = (&c, who.to_string(), path.to_string());
+        async move { c.call("GET", &path, &who, None).await }
+    };
+    let (s, all) = get(&agent, "/api/v1/labels").await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    let tasks: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tasks,
+        ["priority", "category", "category", "category"],
+        "newest first"
+    );
+    assert_eq!(all["items"][0]["text"], "Printer on fire\nPlease help.");
+    assert_eq!(all["items"][0]["previous"], "normal");
+    // Pages of two, by task.
+    let (_, p1) = get(&agent, "/api/v1/labels?task=category&limit=2").await;
+    assert_eq!(p1["items"].as_array().unwrap().len(), 2, "{p1}");
+    let before = p1["next_before"].as_i64().unwrap();
+    let (_, p2) = get(
+        &agent,
+        &format!("/api/v1/labels?task=category&limit=2&before={before}"),
+    )
+    .await;
+    assert_eq!(p2["items"].as_array().unwrap().len(), 1, "{p2}");
+    assert_eq!(p2["next_before"], Value::Null);
+    assert_eq!(p2["items"][0]["label"], "network");
+    // CSV for `helpdesk train --data`: each ticket once, its latest label.
+    let r = c
+        .app
+        .client
+        .get(format!(
+            "{}/api/v1/labels?task=category&format=csv",
+            c.app.address
+        ))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let body = r.text().await.unwrap();
+    let mut rows: Vec<(String, String)> = csv::Reader::from_reader(body.as_bytes())
+        .records()
+        .map(|x| {
+            let x = x.unwrap();
+            (x[0].to_string(), x[1].to_string())
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            (
+                "Mailbox full\nPlease help.".to_string(),
+                "email".to_string()
+            ),
+            (
+                "VPN drops at night\nPlease help.".to_string(),
+                "vpn".to_string()
+            ),
+        ],
+        "{body}"
+    );
+    // Staff only; bad filters are 422; another tenant sees none of it.
+    assert_eq!(
+        get(&customer, "/api/v1/labels").await.0,
+        StatusCode::FORBIDDEN
+    );
+    for bad in [
+        "/api/v1/labels?task=colour",
+        "/api/v1/labels?format=xml",
+        "/api/v1/labels?format=csv",
+        "/api/v1/labels?limit=0",
+    ] {
+        assert_eq!(
+            get(&agent, bad).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
+        );
+    }
+    let (_, g) = get(&c.globex.api_key, "/api/v1/labels").await;
+    assert_eq!(g["items"], json!([]), "{g}");
+
+    // The audit log: admins only, filtered, with before and after.
+    assert_eq!(get(&agent, "/api/v1/audit").await.0, StatusCode::FORBIDDEN);
+    let (s, a) = get(
+        &c.acme.api_key,
+        &format!(
+            "/api/v1/audit?object=ticket:{}&action=ticket.update",
+            ids[0]
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let entries = a["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{a}");
+    assert_eq!(entries[0]["after"]["category"], "vpn");
+    assert_eq!(entries[0]["before"]["category"], "network");
+    assert_eq!(entries[1]["before"]["category"], Value::Null);
+    let (_, mine) = get(&c.acme.api_key, "/api/v1/audit?limit=200").await;
+    assert!(mine["items"].as_array().unwrap().len() >= 7, "{mine}");
+    let (_, theirs) = get(&c.globex.api_key, "/api/v1/audit?action=ticket.update").await;
+    assert_eq!(theirs["items"], json!([]), "{theirs}");
+    assert_eq!(
+        get(&c.acme.api_key, "/api/v1/audit?limit=201").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
     );
 }
 

@@ -135,6 +135,8 @@ async fn openapi_describes_every_route_and_unknown_routes_are_json_404() {
         "/api/v1/analytics/sentiment",
         "/api/v1/analytics/sla",
         "/api/v1/analytics/triage",
+        "/api/v1/audit",
+        "/api/v1/labels",
         "/api/v1/tickets/{id}/attachments",
         "/api/v1/attachments/{id}",
         "/api/v1/assets",
