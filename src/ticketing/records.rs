@@ -30,7 +30,8 @@ pub struct AuditQuery {
     pub before: Option<i64>,
 }
 
-fn fifty() -> i64 {
+/// The default page size of the core's listings.
+pub(super) fn fifty() -> i64 {
     50
 }
 
@@ -45,6 +46,7 @@ pub struct AuditEntry {
     pub at: i64,
 }
 
+/// A page of a listing, newest first (tickets, audit entries, labels).
 #[derive(Debug, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,

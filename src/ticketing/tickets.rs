@@ -15,6 +15,7 @@ use super::auth::{Principal, Role};
 use super::db::{audit, db_error, now};
 use super::directory::Items;
 use super::events::Event;
+use super::records::Page;
 use super::webhooks;
 use super::CoreState;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -447,21 +448,10 @@ pub struct ListQuery {
     pub requester_id: Option<String>,
     /// Triage status (staff): `abstained` is the triage queue.
     pub triage: Option<String>,
-    #[serde(default = "fifty")]
+    #[serde(default = "super::records::fifty")]
     pub limit: i64,
     /// Tickets with ids below this (the previous page's `next_before`).
     pub before: Option<i64>,
-}
-
-fn fifty() -> i64 {
-    50
-}
-
-#[derive(Debug, Serialize)]
-pub struct TicketPage {
-    pub items: Vec<Ticket>,
-    /// Pass as `before` for the next page; absent on the last.
-    pub next_before: Option<i64>,
 }
 
 enum Bind {
@@ -474,7 +464,7 @@ pub async fn list(
     State(state): State<CoreState>,
     p: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<ApiJson<TicketPage>, ApiError> {
+) -> Result<ApiJson<Page<Ticket>>, ApiError> {
     if !(1..=100).contains(&q.limit) {
         return Err(ApiError::validation("limit must be within 1 and 100"));
     }
@@ -536,7 +526,7 @@ pub async fn list(
     } else {
         None
     };
-    Ok(ApiJson(TicketPage { items, next_before }))
+    Ok(ApiJson(Page { items, next_before }))
 }
 
 /// Missing: unchanged; `null`: cleared; a value: set.

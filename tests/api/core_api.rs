@@ -1631,15 +1631,7 @@ async fn attachments_go_to_an_s3_compatible_store_when_configured() {
     // runs in its own process under nextest).
     std::env::set_var("AWS_ACCESS_KEY_ID", S3Server::KEY);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", S3Server::SECRET);
-    let endpoint = s3.endpoint.clone();
-    let c = spawn_core_custom(Backend::Sqlite, move |s| {
-        s.attachments.store = "s3".into();
-        s.attachments.s3_bucket = Some("helpdesk-attachments".into());
-        s.attachments.s3_endpoint = Some(endpoint);
-        s.attachments.s3_region = Some("us-east-1".into());
-        s.attachments.s3_allow_http = true;
-    })
-    .await;
+    let c = s3.core().await;
     let (_, t) = c
         .call(
             "POST",
@@ -1648,23 +1640,10 @@ async fn attachments_go_to_an_s3_compatible_store_when_configured() {
             Some(json!({ "subject": "Printer log attached" })),
         )
         .await;
-    let id = t["id"].as_i64().unwrap();
     let log: Vec<u8> = (0..20_000u32)
         .flat_map(|i| format!("line {i}: paper jam at tray {}\n", i % 3).into_bytes())
         .collect();
-    let r = c
-        .app
-        .client
-        .post(format!(
-            "{}/api/v1/tickets/{id}/attachments?filename=printer.log",
-            c.app.address
-        ))
-        .bearer_auth(&c.acme.api_key)
-        .header("content-type", "text/plain")
-        .body(log.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = upload_text(&c, &t["id"], "printer.log", log.clone()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let a: Value = r.json().await.unwrap();
     // The object is in the server's bucket, byte for byte; nothing local.
@@ -1690,15 +1669,7 @@ async fn attachments_go_to_an_s3_compatible_store_when_configured() {
     // A store that refuses (wrong secret) is an error, not a lost file.
     drop(c);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "wrong");
-    let endpoint = s3.endpoint.clone();
-    let c = spawn_core_custom(Backend::Sqlite, move |s| {
-        s.attachments.store = "s3".into();
-        s.attachments.s3_bucket = Some("helpdesk-attachments".into());
-        s.attachments.s3_endpoint = Some(endpoint);
-        s.attachments.s3_region = Some("us-east-1".into());
-        s.attachments.s3_allow_http = true;
-    })
-    .await;
+    let c = s3.core().await;
     let (_, t) = c
         .call(
             "POST",
@@ -1707,19 +1678,7 @@ async fn attachments_go_to_an_s3_compatible_store_when_configured() {
             Some(json!({ "subject": "Another log" })),
         )
         .await;
-    let r = c
-        .app
-        .client
-        .post(format!(
-            "{}/api/v1/tickets/{}/attachments?filename=b.log",
-            c.app.address, t["id"]
-        ))
-        .bearer_auth(&c.acme.api_key)
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let r = upload_text(&c, &t["id"], "b.log", b"hello".to_vec()).await;
     assert!(r.status().is_server_error(), "{}", r.status());
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].is_string(), "{e}");
@@ -1728,6 +1687,37 @@ async fn attachments_go_to_an_s3_compatible_store_when_configured() {
         0,
         "no row without its bytes"
     );
+}
+
+impl S3Server {
+    /// A core (SQLite) whose attachments go to this server's bucket.
+    async fn core(&self) -> CoreApp {
+        let endpoint = self.endpoint.clone();
+        spawn_core_custom(Backend::Sqlite, move |s| {
+            s.attachments.store = "s3".into();
+            s.attachments.s3_bucket = Some("helpdesk-attachments".into());
+            s.attachments.s3_endpoint = Some(endpoint);
+            s.attachments.s3_region = Some("us-east-1".into());
+            s.attachments.s3_allow_http = true;
+        })
+        .await
+    }
+}
+
+/// Uploads `bytes` as a text file to acme's ticket `id`.
+async fn upload_text(c: &CoreApp, id: &Value, filename: &str, bytes: Vec<u8>) -> reqwest::Response {
+    c.app
+        .client
+        .post(format!(
+            "{}/api/v1/tickets/{id}/attachments?filename={filename}",
+            c.app.address
+        ))
+        .bearer_auth(&c.acme.api_key)
+        .header("content-type", "text/plain")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
