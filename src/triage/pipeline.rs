@@ -31,6 +31,20 @@ pub struct TriagePipeline {
     pub attachment_text: bool,
 }
 
+/// A pipeline file read and parsed (errors name the file), or the shipped
+/// pipelines when no file is set: triage and attachment pipelines alike.
+pub fn load_file<T>(
+    path: Option<&Path>,
+    builtin: fn() -> T,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let Some(p) = path else {
+        return Ok(builtin());
+    };
+    let text = std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
 /// Every pipeline of a file, by name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TriagePipelines {
@@ -45,14 +59,7 @@ impl TriagePipelines {
 
     /// `path`'s pipelines, or the shipped ones.
     pub fn load(path: Option<&Path>) -> Result<Self, String> {
-        match path {
-            None => Ok(Self::builtin()),
-            Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?;
-                Self::parse(&text)
-            }
-        }
+        load_file(path, Self::builtin, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {

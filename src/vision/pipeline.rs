@@ -125,14 +125,7 @@ impl Pipeline {
 
     /// Reads a pipeline file (`None`: the built-in one).
     pub fn load(path: Option<&Path>) -> Result<Self, String> {
-        match path {
-            None => Ok(Self::builtin()),
-            Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?;
-                Self::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
-            }
-        }
+        crate::triage::pipeline::load_file(path, Self::builtin, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
