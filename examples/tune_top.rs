@@ -2,7 +2,10 @@
 //! Banking77 (bench/banking77), 10 per intent by default (`PER_CLASS=0`: all),
 //! test accuracy of a softmax head on frozen vectors vs on the tuned branch.
 //!
-//! `cargo run --release --example tune_top` (env: PER_CLASS, SEED, EPOCHS, LR)
+//! `cargo run --release --example tune_top` (env: PER_CLASS, SEED, EPOCHS, LR,
+//! WARMUP, PATIENCE, CONTRASTIVE, LABEL_AUG; TRAIN, TEST and LABEL_MAP for
+//! another data set, e.g. `TRAIN=bench/sst2/train.tsv
+//! TEST=tests/fixtures/sst2_dev.tsv LABEL_MAP=0=negative,1=positive`)
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +14,7 @@ use std::time::Instant;
 use helpdesk::inference::bert::TopLayers;
 use helpdesk::inference::training::{train_softmax, TrainConfig};
 use helpdesk::inference::{load_text_encoder, DeviceKind, TextEncoder};
-use helpdesk::ml::dataset::{label_targets, limit_per_class, load, Example};
+use helpdesk::ml::dataset::{label_targets, limit_per_class, load, parse_label_map, Example};
 use helpdesk::ml::tune::{tune_top_layer, TuneConfig};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -43,12 +46,17 @@ fn main() -> anyhow::Result<()> {
         DeviceKind::Cpu,
         false,
     )?;
-    let none = BTreeMap::new();
-    let mut train = load(Path::new("bench/banking77/train.csv"), &none)?;
+    let map = match std::env::var("LABEL_MAP") {
+        Ok(spec) => parse_label_map(&spec)?,
+        Err(_) => BTreeMap::new(),
+    };
+    let train_path = env("TRAIN", "bench/banking77/train.csv".to_string());
+    let test_path = env("TEST", "bench/banking77/test.csv".to_string());
+    let mut train = load(Path::new(&train_path), &map)?;
     if per_class > 0 {
         train = limit_per_class(&train, per_class, seed);
     }
-    let test = load(Path::new("bench/banking77/test.csv"), &none)?;
+    let test = load(Path::new(&test_path), &map)?;
     let (labels, targets) = label_targets(&train);
     let t0 = Instant::now();
     let (mut base, mut mids) = (Vec::new(), Vec::new());
@@ -136,8 +144,8 @@ fn main() -> anyhow::Result<()> {
         rep.val_accuracy
     );
 
-    // What a triage with the branch costs against one base pass: the same
-    // 3,080 test texts in batches of 32, interleaved, best of 5.
+    // What a triage with the branch costs against one base pass: the test
+    // texts (Banking77's 3,080) in batches of 32, interleaved, best of 5.
     let time = |f: &dyn Fn(&[&str]) -> anyhow::Result<()>| -> anyhow::Result<f64> {
         let t = Instant::now();
         for c in test_texts.chunks(32) {
