@@ -606,24 +606,11 @@ async fn apply_once(
         .map(|(k, v)| (k, json!({ "top": v.top, "confidence": v.confidence })))
         .collect();
     let data = json!({ "status": done.status, "applied": done.applied, "labels": labels });
-    let mut events = vec![super::events::Event::new(
-        "ticket.triaged",
-        tenant,
-        id,
-        &requester,
-        false,
-        data,
-    )];
+    let event = |kind, data| super::events::Event::new(kind, tenant, id, &requester, false, data);
+    let mut events = vec![event("ticket.triaged", data)];
     if let Some(tickets) = &result.incident {
         let data = json!({ "tickets": tickets, "size": tickets.len() });
-        events.push(super::events::Event::new(
-            "incident.detected",
-            tenant,
-            id,
-            &requester,
-            false,
-            data,
-        ));
+        events.push(event("incident.detected", data));
     }
     let mut queued = Vec::new();
     for e in events {

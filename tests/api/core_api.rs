@@ -222,6 +222,13 @@ impl CoreApp {
         )
     }
 
+    /// A ticket created with `key` (asserted 201): its id.
+    pub async fn ticket(&self, key: &str, body: Value) -> i64 {
+        let (s, t) = self.call("POST", "/api/v1/tickets", key, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        t["id"].as_i64().unwrap()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         let row = sqlx::query(sql).fetch_one(&self.db.pool).await.unwrap();
         sqlx::Row::try_get(&row, 0).unwrap()
@@ -827,16 +834,13 @@ async fn the_audit_log_and_agents_labels_read_back_and_export_for_training(b: Ba
     let (_, customer) = c.user(&c.acme, "carol@acme.test", "customer").await;
     let mut ids = Vec::new();
     for subject in ["VPN drops at night", "Mailbox full", "Printer on fire"] {
-        let (s, t) = c
-            .call(
-                "POST",
-                "/api/v1/tickets",
+        ids.push(
+            c.ticket(
                 &customer,
-                Some(json!({ "subject": subject, "body": "Please help." })),
+                json!({ "subject": subject, "body": "Please help." }),
             )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
-        ids.push(t["id"].as_i64().unwrap());
+            .await,
+        );
     }
     // Agents correct the routing: two category labels on the first ticket
     // (the latest is the one to train on), one on the second, a priority.
@@ -1632,18 +1636,16 @@ async fn attachments_go_to_an_s3_compatible_store_when_configured() {
     std::env::set_var("AWS_ACCESS_KEY_ID", S3Server::KEY);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", S3Server::SECRET);
     let c = s3.core().await;
-    let (_, t) = c
-        .call(
-            "POST",
-            "/api/v1/tickets",
+    let id = c
+        .ticket(
             &c.acme.api_key,
-            Some(json!({ "subject": "Printer log attached" })),
+            json!({ "subject": "Printer log attached" }),
         )
         .await;
     let log: Vec<u8> = (0..20_000u32)
         .flat_map(|i| format!("line {i}: paper jam at tray {}\n", i % 3).into_bytes())
         .collect();
-    let r = upload_text(&c, &t["id"], "printer.log", log.clone()).await;
+    let r = upload_text(&c, id, "printer.log", log.clone()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let a: Value = r.json().await.unwrap();
     // The object is in the server's bucket, byte for byte; nothing local.
@@ -1670,15 +1672,10 @@ async fn attachments_go_to_an_s3_compatible_store_when_configured() {
     drop(c);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "wrong");
     let c = s3.core().await;
-    let (_, t) = c
-        .call(
-            "POST",
-            "/api/v1/tickets",
-            &c.acme.api_key,
-            Some(json!({ "subject": "Another log" })),
-        )
+    let id = c
+        .ticket(&c.acme.api_key, json!({ "subject": "Another log" }))
         .await;
-    let r = upload_text(&c, &t["id"], "b.log", b"hello".to_vec()).await;
+    let r = upload_text(&c, id, "b.log", b"hello".to_vec()).await;
     assert!(r.status().is_server_error(), "{}", r.status());
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].is_string(), "{e}");
@@ -1705,7 +1702,7 @@ impl S3Server {
 }
 
 /// Uploads `bytes` as a text file to acme's ticket `id`.
-async fn upload_text(c: &CoreApp, id: &Value, filename: &str, bytes: Vec<u8>) -> reqwest::Response {
+async fn upload_text(c: &CoreApp, id: i64, filename: &str, bytes: Vec<u8>) -> reqwest::Response {
     c.app
         .client
         .post(format!(
