@@ -19,7 +19,7 @@ HD=(target/release/helpdesk --data-dir "$OUT/data")
 if [ "${1:-}" = "--retrain" ]; then
   "${HD[@]}" train --task sentiment --data bench/sst2/train.tsv --heldout tests/fixtures/sst2_dev.tsv \
     --label-map 0=negative,1=positive --neutral-label neutral --target-precision 0.9 \
-    --lexical-weights 0 --evidence-per-class 4 --ship models/heads/sentiment --report-dir "$OUT" > "$OUT/train.json"
+    --lexical-weights 0 --evidence-per-class 4 --layer-features --ship models/heads/sentiment --report-dir "$OUT" > "$OUT/train.json"
 fi
 
 for set in sst2_dev ticket_sentiment; do

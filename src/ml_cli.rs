@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Settings;
 use crate::inference;
+use crate::ml::cache::LayerFeatures;
 use crate::ml::dataset::{self, parse_label_map};
 use crate::ml::pipeline::{self, Phase, PromotePolicy, TrainOptions};
 use crate::ml::{cache_dir, Embedder, EmbeddingCache, HeadKind, ModelStore};
@@ -59,6 +60,10 @@ pub struct TrainArgs {
     /// Candidate weights of the lexical (TF-IDF) features; 0 = embedding only.
     #[arg(long, value_delimiter = ',', default_value = "0,0.5,1")]
     pub lexical_weights: Vec<f32>,
+    /// The head reads layer features (every layer's mean token state, from
+    /// the same one encoder pass) instead of the base vector alone.
+    #[arg(long, conflicts_with = "images")]
+    pub layer_features: bool,
     /// Exemplars per label kept as evidence.
     #[arg(long, default_value_t = 8)]
     pub evidence_per_class: usize,
@@ -208,6 +213,7 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     opts.target_precision = args.target_precision;
     opts.lexical_weights = args.lexical_weights.clone();
     opts.evidence_per_class = args.evidence_per_class;
+    opts.layer_features = args.layer_features;
     opts.neutral_label = args.neutral_label.clone();
     opts.promote = args.promote;
     opts.command = Some(std::env::args().skip(1).collect::<Vec<_>>().join(" "));
@@ -251,10 +257,12 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         (Some(descriptions), None) => {
             let enc = load_encoder(settings)?;
+            let layers = LayerFeatures(&enc);
+            let enc: &dyn Embedder = if args.layer_features { &layers } else { &enc };
             pipeline::zero_shot(
                 &store,
-                &enc,
-                &mut open_cache(settings, &enc)?,
+                enc,
+                &mut open_cache(settings, enc)?,
                 &descriptions,
                 heldout.as_deref().unwrap_or_default(),
                 &opts,
@@ -264,10 +272,12 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         (descriptions, Some(data)) => {
             opts.descriptions = descriptions;
             let enc = load_encoder(settings)?;
+            let layers = LayerFeatures(&enc);
+            let enc: &dyn Embedder = if args.layer_features { &layers } else { &enc };
             pipeline::train(
                 &store,
-                &enc,
-                &mut open_cache(settings, &enc)?,
+                enc,
+                &mut open_cache(settings, enc)?,
                 dataset::load(data, &map)?,
                 heldout,
                 &opts,
@@ -322,8 +332,14 @@ pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         (None, Some(data)) => {
             let examples = dataset::load(data, &label_map(&args.label_map)?)?;
             let enc = load_encoder(settings)?;
-            let mut cache = open_cache(settings, &enc)?;
-            pipeline::evaluate_model(&model, &enc, &mut cache, &examples, &mut bar)?
+            let layers = LayerFeatures(&enc);
+            let enc: &dyn Embedder = if model.card.reads_layers() {
+                &layers
+            } else {
+                &enc
+            };
+            let mut cache = open_cache(settings, enc)?;
+            pipeline::evaluate_model(&model, enc, &mut cache, &examples, &mut bar)?
         }
         (None, None) => anyhow::bail!("give --data FILE (or --images DIR for an image head)"),
     };

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use super::embed::{embed_texts, Inputs};
+use super::embed::{embed_for_heads, embed_texts, Inputs};
 use super::tenant::Tenant;
 use super::urgency::{self, UrgencyAssessment};
 use super::AiState;
@@ -92,11 +92,11 @@ async fn classify(
         heads.push((t.clone(), state.heads.active_text(&tenant.0, t)?));
     }
     let texts = req.inputs.into_vec();
-    let (vectors, _) = embed_texts(&state, texts.clone(), true, true).await?;
+    let inputs = embed_for_heads(&state, texts.clone(), heads.iter().map(|(_, h)| &**h)).await?;
     let results = texts
         .iter()
-        .zip(&vectors)
-        .map(|(text, v)| {
+        .enumerate()
+        .map(|(i, text)| {
             heads
                 .iter()
                 .map(|(task, head)| {
@@ -104,7 +104,7 @@ async fn classify(
                         task.clone(),
                         TaskPrediction {
                             version: head.card.version,
-                            prediction: head.predict(v, text),
+                            prediction: head.predict(inputs.for_head(i, head), text),
                         },
                     )
                 })
@@ -133,11 +133,11 @@ async fn sentiments(
     texts: Vec<String>,
 ) -> Result<SentimentResponse, ApiError> {
     let head = state.heads.active_text(tenant, "sentiment")?;
-    let (vectors, _) = embed_texts(state, texts.clone(), true, true).await?;
+    let inputs = embed_for_heads(state, texts.clone(), [&*head]).await?;
     let results = texts
         .iter()
-        .zip(&vectors)
-        .map(|(t, v)| head.three_way(&head.predict(v, t)))
+        .enumerate()
+        .map(|(i, t)| head.three_way(&head.predict(inputs.for_head(i, &head), t)))
         .collect();
     Ok(SentimentResponse {
         version: head.card.version,
@@ -298,6 +298,10 @@ pub struct TrainRequest {
     pub neutral_label: Option<String>,
     #[serde(default)]
     pub promote: Option<PromotePolicy>,
+    /// The head reads layer features (every layer's mean token state, from
+    /// the same one pass) instead of the base vector alone.
+    #[serde(default)]
+    pub layer_features: bool,
 }
 
 const MAX_TRAIN_EXAMPLES: usize = 100_000;
@@ -357,6 +361,7 @@ async fn train(
     opts.neutral_label = req.neutral_label;
     opts.promote = req.promote.unwrap_or(PromotePolicy::Gate);
     opts.descriptions = req.descriptions;
+    opts.layer_features = req.layer_features;
     let job = state
         .heads
         .start_training(encoder, req.examples, req.heldout, opts)
@@ -383,6 +388,11 @@ async fn zero_shot(
     if descriptions.len() < 2 {
         return Err(ApiError::validation(
             "give descriptions of at least two labels",
+        ));
+    }
+    if req.layer_features {
+        return Err(ApiError::validation(
+            "layer_features is for heads trained on examples; a zero-shot head reads the base vectors",
         ));
     }
     if descriptions

@@ -56,6 +56,63 @@ pub(crate) async fn embed_texts(
     normalize: bool,
     truncate: bool,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    let output = if normalize { Output::Unit } else { Output::Raw };
+    queue(state, texts, truncate, output).await
+}
+
+/// What label heads read of texts, from one encoder pass: the unit base
+/// vectors, and the layer features where a head reads those.
+pub(crate) struct HeadInputs {
+    pub base: Vec<Vec<f32>>,
+    layers: Option<Vec<Vec<f32>>>,
+}
+
+impl HeadInputs {
+    /// Text `i`'s vector as `head` reads it.
+    pub fn for_head(&self, i: usize, head: &crate::ml::Classifier) -> &[f32] {
+        match (&self.layers, head.card.reads_layers()) {
+            (Some(l), true) => &l[i],
+            _ => &self.base[i],
+        }
+    }
+}
+
+/// Embeds `texts` (truncated) once for `heads`: layer features as well as
+/// the base vectors when any of them reads layer features.
+pub(crate) async fn embed_for_heads<'a>(
+    state: &AiState,
+    texts: Vec<String>,
+    heads: impl IntoIterator<Item = &'a crate::ml::Classifier>,
+) -> Result<HeadInputs, ApiError> {
+    if heads.into_iter().any(|h| h.card.reads_layers()) {
+        let dims = state.encoder()?.info.dims;
+        let (layers, _) = queue(state, texts, true, Output::Layers).await?;
+        let base = layers
+            .iter()
+            .map(|f| crate::inference::encoder::base_of_layers(f, dims))
+            .collect();
+        Ok(HeadInputs {
+            base,
+            layers: Some(layers),
+        })
+    } else {
+        let (base, _) = queue(state, texts, true, Output::Unit).await?;
+        Ok(HeadInputs { base, layers: None })
+    }
+}
+
+enum Output {
+    Raw,
+    Unit,
+    Layers,
+}
+
+async fn queue(
+    state: &AiState,
+    texts: Vec<String>,
+    truncate: bool,
+    output: Output,
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let max = state.settings.server.max_inputs;
     if texts.is_empty() {
         return Err(ApiError::validation("the input list is empty"));
@@ -78,7 +135,11 @@ pub(crate) async fn embed_texts(
     .map_err(|e| ApiError::Internal(e.into()))??;
     let tokens = tokenized.iter().map(|t| t.ids.len()).sum();
     let ids = tokenized.into_iter().map(|t| t.ids).collect();
-    let vectors = encoder.embed(permit, ids, normalize).await?;
+    let vectors = match output {
+        Output::Raw => encoder.embed(permit, ids, false).await?,
+        Output::Unit => encoder.embed(permit, ids, true).await?,
+        Output::Layers => encoder.embed_layers(permit, ids).await?,
+    };
     Ok((vectors, tokens))
 }
 

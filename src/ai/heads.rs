@@ -29,7 +29,8 @@ pub struct Heads {
     /// One training at a time: the encoder is shared with live traffic.
     training: Arc<Mutex<()>>,
     cache_dir: std::path::PathBuf,
-    cache: Arc<Mutex<Option<EmbeddingCache>>>,
+    /// One embedding cache per embedder id (base vectors, layer features).
+    cache: Arc<Mutex<HashMap<String, EmbeddingCache>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,15 +63,27 @@ pub struct Job {
 struct QueuedEmbedder {
     handle: EncoderHandle,
     runtime: tokio::runtime::Handle,
+    /// Layer features instead of base vectors.
+    layers: bool,
 }
 
 impl Embedder for QueuedEmbedder {
     fn id(&self) -> String {
-        cache::encoder_id(&self.handle.info.model)
+        let id = cache::encoder_id(&self.handle.info.model);
+        if self.layers {
+            id + cache::LAYERS_SUFFIX
+        } else {
+            id
+        }
     }
 
     fn dims(&self) -> usize {
-        self.handle.info.dims
+        let info = &self.handle.info;
+        if self.layers {
+            info.dims * info.layers
+        } else {
+            info.dims
+        }
     }
 
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -87,9 +100,13 @@ impl Embedder for QueuedEmbedder {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         };
-        Ok(self
-            .runtime
-            .block_on(self.handle.embed(permit, ids, true))?)
+        Ok(if self.layers {
+            self.runtime
+                .block_on(self.handle.embed_layers(permit, ids))?
+        } else {
+            self.runtime
+                .block_on(self.handle.embed(permit, ids, true))?
+        })
     }
 }
 
@@ -278,17 +295,21 @@ impl Heads {
         let training = self.training.clone();
         let _one_at_a_time = training.lock().unwrap_or_else(|p| p.into_inner());
         self.update(id, |j| j.status = JobStatus::Running);
-        let embedder = QueuedEmbedder { handle, runtime };
-        let cache_slot = self.cache.clone();
-        let mut slot = cache_slot.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(EmbeddingCache::open(
+        let embedder = QueuedEmbedder {
+            handle,
+            runtime,
+            layers: opts.layer_features,
+        };
+        let caches = self.cache.clone();
+        let mut caches = caches.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = match caches.entry(embedder.id()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(EmbeddingCache::open(
                 &self.cache_dir,
                 &embedder.id(),
                 embedder.dims(),
-            )?);
-        }
-        let cache = slot.as_mut().expect("set just above");
+            )?),
+        };
         let mut progress = |phase: Phase, done: usize, total: usize| {
             self.update(id, |j| {
                 j.phase = Some(phase);

@@ -238,6 +238,8 @@ pub fn document() -> Value {
                 "limit_per_class": { "type": "integer" }, "seed": { "type": "integer" },
                 "target_precision": { "type": "number", "default": 0.95 },
                 "neutral_label": { "type": "string" },
+                "layer_features": { "type": "boolean", "default": false,
+                    "description": "the head reads every encoder layer's mean token state (same one pass), not the top layer's alone" },
                 "promote": { "enum": ["gate", "always", "never"], "default": "gate" } } },
             "Info": { "type": "object", "properties": {
                 "model": { "type": "string" }, "dims": { "type": "integer" },

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 
-use super::embed::embed_texts;
+use super::embed::embed_for_heads;
 use super::tenant::Tenant;
 use super::urgency;
 use super::AiState;
@@ -158,13 +158,21 @@ pub async fn run(
     let kb = state.kb()?.clone();
     let settings = state.tenant_settings(tenant)?;
     // The one encoder pass every answer below reads.
-    let (mut v, _) = embed_texts(state, vec![text.clone()], true, true).await?;
-    let vector = v.pop().unwrap_or_default();
+    let inputs = embed_for_heads(
+        state,
+        vec![text.clone()],
+        heads
+            .iter()
+            .map(|(_, h)| &**h)
+            .chain(sentiment_head.as_deref()),
+    )
+    .await?;
+    let vector = inputs.base.first().cloned().unwrap_or_default();
 
     let labels = heads
         .iter()
         .map(|(task, h)| {
-            let p = h.predict(&vector, &text);
+            let p = h.predict(inputs.for_head(0, h), &text);
             let l = LabelPrediction {
                 label: p.label,
                 top: p.top,
@@ -195,7 +203,7 @@ pub async fn run(
         })
         .collect();
     // Urgency reads the sentiment even where the pipeline does not report it.
-    let sentiment = sentiment_head.map(|h| h.three_way(&h.predict(&vector, &text)));
+    let sentiment = sentiment_head.map(|h| h.three_way(&h.predict(inputs.for_head(0, &h), &text)));
     let negative = sentiment.as_ref().and_then(|s| {
         s.scores
             .iter()

@@ -27,10 +27,21 @@ pub struct BatchLimits {
     pub max_concurrent_requests: usize,
 }
 
+/// What a job wants back per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// The mean-pooled vector as it is.
+    Raw,
+    /// The mean-pooled vector, unit length.
+    Unit,
+    /// Layer features (`super::encoder::layer_features`).
+    Layers,
+}
+
 struct Job {
     id: u64,
     seqs: Vec<Vec<u32>>,
-    normalize: bool,
+    output: Output,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
 }
 
@@ -43,7 +54,7 @@ struct Pending {
 struct Item {
     job: u64,
     index: usize,
-    normalize: bool,
+    output: Output,
     ids: Vec<u32>,
 }
 
@@ -52,6 +63,8 @@ struct Item {
 pub struct EncoderInfo {
     pub model: String,
     pub dims: usize,
+    /// Transformer layers (layer features are `dims × layers` wide).
+    pub layers: usize,
     pub max_input_tokens: usize,
     pub device: String,
     pub threads: usize,
@@ -74,6 +87,7 @@ impl EncoderHandle {
         let info = Arc::new(EncoderInfo {
             model: encoder.name().to_string(),
             dims: encoder.dims(),
+            layers: encoder.model().num_layers(),
             max_input_tokens: encoder.max_input_tokens(),
             device: format!("{:?}", encoder.device()).to_lowercase(),
             threads: super::device::compute_threads(),
@@ -106,9 +120,30 @@ impl EncoderHandle {
     /// Embeds tokenized sequences; the permit is held until the answer comes.
     pub async fn embed(
         &self,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
         seqs: Vec<Vec<u32>>,
         normalize: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        let output = if normalize { Output::Unit } else { Output::Raw };
+        self.submit(permit, seqs, output).await
+    }
+
+    /// Layer features of each sequence (`super::encoder::layer_features`),
+    /// from the same one pass; `super::encoder::base_of_layers` gives the
+    /// unit base vector back from them.
+    pub async fn embed_layers(
+        &self,
+        permit: OwnedSemaphorePermit,
+        seqs: Vec<Vec<u32>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        self.submit(permit, seqs, Output::Layers).await
+    }
+
+    async fn submit(
+        &self,
+        _permit: OwnedSemaphorePermit,
+        seqs: Vec<Vec<u32>>,
+        output: Output,
     ) -> Result<Vec<Vec<f32>>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
@@ -122,7 +157,7 @@ impl EncoderHandle {
             .send(Job {
                 id,
                 seqs,
-                normalize,
+                output,
                 reply,
             })
             .is_err()
@@ -143,7 +178,7 @@ fn run(encoder: TextEncoder, rx: mpsc::Receiver<Job>, limits: BatchLimits, metri
             queue.push_back(Item {
                 job: job.id,
                 index,
-                normalize: job.normalize,
+                output: job.output,
                 ids,
             });
         }
@@ -204,9 +239,24 @@ fn run_batch(encoder: &TextEncoder, batch: &[Item], metrics: &Metrics) -> Result
     let _span = tracing::debug_span!("forward", sequences = batch.len(), tokens).entered();
     // Normalisation is per request; split the batch's rows accordingly after one pass.
     let seqs: Vec<&[u32]> = batch.iter().map(|i| i.ids.as_slice()).collect();
-    let mut out = encoder.embed_tokens(&seqs, false)?;
+    // One pass either way: the per-layer means only when an item wants
+    // layer features; the others take the last layer's mean from them.
+    let mut out = if batch.iter().any(|i| i.output == Output::Layers) {
+        let dims = encoder.dims();
+        encoder
+            .embed_tokens_layers(&seqs)?
+            .into_iter()
+            .zip(batch)
+            .map(|(means, item)| match item.output {
+                Output::Layers => super::encoder::layer_features(&means, dims),
+                _ => means[means.len().saturating_sub(dims)..].to_vec(),
+            })
+            .collect()
+    } else {
+        encoder.embed_tokens(&seqs, false)?
+    };
     for (item, v) in batch.iter().zip(out.iter_mut()) {
-        if item.normalize {
+        if item.output == Output::Unit {
             l2_normalize(v);
         }
     }
@@ -255,7 +305,7 @@ mod tests {
         Item {
             job,
             index: 0,
-            normalize: true,
+            output: Output::Unit,
             ids: vec![1; len],
         }
     }

@@ -359,6 +359,23 @@ impl PackedBert {
         Ok((mid.unwrap_or_else(|| x.clone()), x))
     }
 
+    /// Every layer's mean token state per sequence, from one pass:
+    /// `[sequences, layers × hidden]`, layer 1 first (not normalised). The
+    /// states are pooled together in one matmul, so this costs the base
+    /// pass plus one wider pooling.
+    pub fn forward_layer_means(&self, batch: &Packed) -> Result<Tensor> {
+        let (b, l) = (batch.lens.len(), batch.max_len());
+        let gather = self.gather(batch)?;
+        let mut x = self.embeddings(batch)?;
+        let mut states = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, batch, gather.as_ref(), b, l)?;
+            states.push(x.clone());
+        }
+        let all = Tensor::cat(&states, 1)?;
+        Ok(mean_pool_matrix(&batch.lens, &self.device)?.matmul(&all)?)
+    }
+
     /// Runs tuned top layers on the hidden states `forward_split` returned.
     pub fn forward_top(&self, top: &TopLayers, mid: &Tensor, batch: &Packed) -> Result<Tensor> {
         let (b, l) = (batch.lens.len(), batch.max_len());

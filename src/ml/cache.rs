@@ -37,6 +37,35 @@ impl Embedder for crate::inference::TextEncoder {
     }
 }
 
+/// Suffix of the id of an encoder's layer features: vectors of a head
+/// trained on them are `inference::encoder::layer_features`, not the base
+/// vector.
+pub const LAYERS_SUFFIX: &str = "+layers";
+
+/// The text encoder's layer features (every layer's mean token state, from
+/// the one pass): a head option that reads more than the top layer.
+pub struct LayerFeatures<'a>(pub &'a crate::inference::TextEncoder);
+
+impl Embedder for LayerFeatures<'_> {
+    fn id(&self) -> String {
+        encoder_id(self.0.name()) + LAYERS_SUFFIX
+    }
+
+    fn dims(&self) -> usize {
+        self.0.dims() * self.0.model().num_layers()
+    }
+
+    fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let dims = self.0.dims();
+        Ok(self
+            .0
+            .embed_layers(texts)?
+            .iter()
+            .map(|m| crate::inference::encoder::layer_features(m, dims))
+            .collect())
+    }
+}
+
 /// `name@<first 12 hex of the weights' sha256>` from the built-in registry.
 pub fn encoder_id(name: &str) -> String {
     let registry = crate::inference::Registry::builtin();

@@ -87,6 +87,12 @@ impl ModelCard {
             .next()
             .is_some_and(|name| name == crate::vision::IMAGE_ENCODER)
     }
+
+    /// The head reads the text encoder's layer features
+    /// (`inference::encoder::layer_features`), not its base vector.
+    pub fn reads_layers(&self) -> bool {
+        self.encoder.ends_with(super::cache::LAYERS_SUFFIX)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -50,6 +50,9 @@ pub struct TrainOptions {
     pub lexical_dims: usize,
     /// Exemplars per label kept as evidence with a trained head.
     pub evidence_per_class: usize,
+    /// The head reads layer features (`cache::LayerFeatures`) instead of
+    /// base vectors; the embedder given to `train` must be the matching one.
+    pub layer_features: bool,
     pub neutral_label: Option<String>,
     /// Label → description, added to the training examples (one each):
     /// informative label texts help most when examples are few.
@@ -72,6 +75,7 @@ impl TrainOptions {
             lexical_weights: vec![0.0, 0.5, 1.0],
             lexical_dims: 1 << 12,
             evidence_per_class: 8,
+            layer_features: false,
             neutral_label: None,
             descriptions: None,
             promote: PromotePolicy::Gate,
@@ -210,6 +214,12 @@ pub fn train(
 ) -> anyhow::Result<TrainOutcome> {
     super::store::check_name("tenant", &opts.tenant)?;
     super::store::check_name("task", &opts.task)?;
+    anyhow::ensure!(
+        embedder.id().ends_with(super::cache::LAYERS_SUFFIX) == opts.layer_features,
+        "embedder {} does not match layer_features = {}",
+        embedder.id(),
+        opts.layer_features
+    );
     let examples = match opts.limit_per_class {
         Some(n) => limit_per_class(&examples, n, opts.seed),
         None => examples,

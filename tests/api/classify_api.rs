@@ -388,3 +388,126 @@ async fn a_zero_shot_head_from_label_descriptions_routes_a_new_tenants_tickets()
         "the bad request added nothing"
     );
 }
+
+#[tokio::test]
+async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass() {
+    use helpdesk::inference::{load_text_encoder, DeviceKind};
+    use helpdesk::ml::cache::LayerFeatures;
+    use helpdesk::ml::Embedder;
+
+    let app = spawn_app().await;
+    let (train_rows, test_rows) = (jargon("train"), jargon("test"));
+    let body = |layers: bool| {
+        json!({ "examples": train_rows, "heldout": test_rows, "seed": 7,
+                "layer_features": layers })
+    };
+    let job = train(&app, "acme", "queue", body(true)).await;
+    let card = &job["result"]["card"];
+    assert!(
+        card["encoder"].as_str().unwrap().ends_with("+layers"),
+        "{card}"
+    );
+    assert_eq!(card["dims"], 384 * 6, "six layers' means");
+    train(&app, "acme", "queue_base", body(false)).await;
+
+    // Both heads in one request: one pass, each head reads its own vectors.
+    let texts: Vec<&str> = test_rows
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    let r = app
+        .post_as(
+            "acme",
+            "/v1/classify",
+            &json!({ "inputs": texts, "tasks": ["queue", "queue_base"] }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let got: Value = r.json().await.unwrap();
+    let results = got["results"].as_array().unwrap();
+    let correct = results
+        .iter()
+        .zip(&test_rows)
+        .filter(|(p, gold)| p["queue"]["top"] == gold["label"])
+        .count();
+    let acc = correct as f64 / texts.len() as f64;
+    eprintln!("jargon held-out accuracy, layer features over HTTP: {acc:.3}");
+    assert!(acc >= 0.75, "accuracy {acc}");
+
+    // The service's answers are the stored head's on the library's layer
+    // features: the batcher hands each head the right vector.
+    let enc = load_text_encoder(
+        crate::helpers::MODEL,
+        &crate::helpers::models_dir(),
+        DeviceKind::Cpu,
+        false,
+    )
+    .unwrap();
+    let features = LayerFeatures(&enc).embed(&texts).unwrap();
+    let base = enc.embed(&texts, true, true).unwrap();
+    let store = &app.state.heads.store;
+    let (layered, plain) = (
+        store.load("acme", "queue", 1).unwrap(),
+        store.load("acme", "queue_base", 1).unwrap(),
+    );
+    assert!(layered.card.reads_layers() && !plain.card.reads_layers());
+    for (i, text) in texts.iter().enumerate() {
+        for (task, model, v) in [
+            ("queue", &layered, &features[i]),
+            ("queue_base", &plain, &base[i]),
+        ] {
+            let want = model.predict(v, text);
+            let got = &results[i][task];
+            assert_eq!(got["top"], want.top.as_str(), "{task} {i}");
+            let conf = got["confidence"].as_f64().unwrap();
+            assert!(
+                (conf - f64::from(want.confidence)).abs() < 1e-3,
+                "{task} {i}: {conf} vs {}",
+                want.confidence
+            );
+        }
+    }
+
+    // A triage reads the same: both label sets and the sentiment, whichever
+    // vectors each head reads, from its one pass.
+    let text = texts[0];
+    let r = app
+        .post_as(
+            "acme",
+            "/v1/triage",
+            &json!({ "ticket_id": 1, "subject": text, "label_sets": ["queue", "queue_base"] }),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let body: Value = r.json().await.unwrap();
+    let t = &body["result"];
+    for task in ["queue", "queue_base"] {
+        assert_eq!(t["labels"][task]["top"], results[0][task]["top"], "{t}");
+        let (a, b) = (
+            t["labels"][task]["confidence"].as_f64().unwrap(),
+            results[0][task]["confidence"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-3, "{task}: triage {a} vs classify {b}");
+    }
+    let s: Value = app
+        .post_as("acme", "/v1/sentiment", &json!({ "inputs": [text] }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["sentiment"]["label"], s["results"][0]["label"], "{t} {s}");
+
+    // A zero-shot head reads base vectors: asking for layer features is a 422
+    // that creates nothing.
+    let r = app
+        .post_as(
+            "acme",
+            "/v1/models/zs/train",
+            &json!({ "descriptions": { "a": "printer jams", "b": "vpn drops" },
+                     "layer_features": true }),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("layer_features"));
+    assert_eq!(app.get_as("acme", "/v1/models/zs").await.status(), 404);
+}

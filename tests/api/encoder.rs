@@ -162,3 +162,34 @@ fn int8_experiment_stays_within_its_measured_accuracy() {
     eprintln!("int8 worst cosine to reference: {worst:.6}");
     assert!(worst >= 0.998, "int8 worst cosine {worst}");
 }
+
+#[test]
+fn layer_features_hold_every_layer_and_give_the_base_vector_back() {
+    use helpdesk::inference::encoder::{base_of_layers, layer_features};
+    require_model();
+    let enc = load_text_encoder(MODEL, &models_dir(), DeviceKind::Cpu, false).unwrap();
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().take(12).map(|r| r.text.as_str()).collect();
+    let plain = enc.embed(&texts, true, true).unwrap();
+    let layers = enc.embed_layers(&texts).unwrap();
+    let (h, n) = (enc.dims(), enc.model().num_layers());
+    for (i, means) in layers.iter().enumerate() {
+        assert_eq!(means.len(), n * h, "one block per layer");
+        let f = layer_features(means, h);
+        assert_eq!(f.len(), h * n);
+        assert!((norm(&f) - 1.0).abs() < 1e-5, "unit length: {}", norm(&f));
+        // Every layer's block is there, at 1/sqrt(layers) of unit length.
+        for b in f.chunks(h) {
+            assert!((norm(b) - 1.0 / (n as f64).sqrt()).abs() < 1e-5);
+        }
+        // The blocks differ: they are different depths, not copies.
+        assert!(cosine(&f[..h], &f[(n - 1) * h..]) < 0.99);
+        let base = base_of_layers(&f, h);
+        assert!(
+            cosine(&base, &plain[i]) > 0.999_999,
+            "text {i}: {}",
+            cosine(&base, &plain[i])
+        );
+        assert!((cosine(&base, &refs[i].embedding) - 1.0).abs() < 1e-4);
+    }
+}
