@@ -108,6 +108,15 @@ impl Embedder for QueuedEmbedder {
                 .block_on(self.handle.embed(permit, ids, true))?
         })
     }
+
+    fn sibling(&self, id: &str) -> Option<Box<dyn Embedder + '_>> {
+        let other = QueuedEmbedder {
+            handle: self.handle.clone(),
+            runtime: self.runtime.clone(),
+            layers: !self.layers,
+        };
+        (other.id() == id).then(|| Box::new(other) as Box<dyn Embedder>)
+    }
 }
 
 impl Heads {

@@ -19,6 +19,32 @@ pub trait Embedder {
     fn dims(&self) -> usize;
     /// L2-normalised embeddings, inputs over the length limit truncated.
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>>;
+
+    /// The same model's other vectors when `id` names them (base vectors of
+    /// layer features and the reverse), so the promotion gate can score an
+    /// active version that reads the other kind on the same examples.
+    fn sibling(&self, id: &str) -> Option<Box<dyn Embedder + '_>> {
+        let _ = id;
+        None
+    }
+}
+
+impl<T: Embedder + ?Sized> Embedder for &T {
+    fn id(&self) -> String {
+        (**self).id()
+    }
+
+    fn dims(&self) -> usize {
+        (**self).dims()
+    }
+
+    fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        (**self).embed(texts)
+    }
+
+    fn sibling(&self, id: &str) -> Option<Box<dyn Embedder + '_>> {
+        (**self).sibling(id)
+    }
 }
 
 impl Embedder for crate::inference::TextEncoder {
@@ -34,6 +60,11 @@ impl Embedder for crate::inference::TextEncoder {
         Ok(crate::inference::TextEncoder::embed(
             self, texts, true, true,
         )?)
+    }
+
+    fn sibling(&self, id: &str) -> Option<Box<dyn Embedder + '_>> {
+        let layers = LayerFeatures(self);
+        (layers.id() == id).then(|| Box::new(layers) as Box<dyn Embedder>)
     }
 }
 
@@ -63,6 +94,10 @@ impl Embedder for LayerFeatures<'_> {
             .iter()
             .map(|m| crate::inference::encoder::layer_features(m, dims))
             .collect())
+    }
+
+    fn sibling(&self, id: &str) -> Option<Box<dyn Embedder + '_>> {
+        (self.0.id() == id).then(|| Box::new(self.0) as Box<dyn Embedder>)
     }
 }
 

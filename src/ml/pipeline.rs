@@ -385,6 +385,7 @@ pub fn train(
     model.card.metrics = Some(report.summary.clone());
     let gate = gate(
         store,
+        embedder,
         &model,
         &heldout,
         heldout_vecs,
@@ -420,9 +421,12 @@ fn save_and_promote(
     })
 }
 
-/// Scores the active version on the candidate's held-out examples.
+/// Scores the active version on the candidate's held-out examples: on the
+/// same vectors, or on the other kind the same model gives (base vectors vs
+/// layer features) when the active version reads those.
 fn gate(
     store: &ModelStore,
+    embedder: &dyn Embedder,
     candidate: &Classifier,
     heldout: &[Example],
     vectors: &[Vec<f32>],
@@ -432,18 +436,32 @@ fn gate(
     let active_version = store.active(&opts.tenant, &opts.task).ok().flatten();
     let active = active_version
         .and_then(|v| store.load(&opts.tenant, &opts.task, v).ok())
-        .filter(|a| a.card.encoder == candidate.card.encoder)
-        .map(|a| {
-            evaluate(
-                &opts.task,
-                &opts.tenant,
-                a.card.version,
-                a.labels(),
-                a.card.threshold,
-                &judge(&a, heldout, vectors),
+        .and_then(|a| {
+            let own;
+            let vecs = if a.card.encoder == candidate.card.encoder {
+                vectors
+            } else {
+                let other = embedder.sibling(&a.card.encoder)?;
+                let texts: Vec<&str> = heldout.iter().map(|e| e.text.as_str()).collect();
+                let mut v = Vec::with_capacity(texts.len());
+                for chunk in texts.chunks(256) {
+                    v.extend(other.embed(chunk).ok()?);
+                }
+                own = v;
+                &own
+            };
+            Some(
+                evaluate(
+                    &opts.task,
+                    &opts.tenant,
+                    a.card.version,
+                    a.labels(),
+                    a.card.threshold,
+                    &judge(&a, heldout, vecs),
+                )
+                .summary
+                .macro_f1,
             )
-            .summary
-            .macro_f1
         });
     let (promoted, reason) = match (opts.promote, active) {
         (PromotePolicy::Always, _) => (true, "promotion forced".to_string()),
@@ -569,6 +587,7 @@ pub fn zero_shot(
         model.card.metrics = Some(report.summary.clone());
         gate(
             store,
+            embedder,
             &model,
             heldout,
             heldout_vecs,

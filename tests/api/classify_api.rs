@@ -479,8 +479,8 @@ async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass(
         )
         .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let body: Value = r.json().await.unwrap();
-    let t = &body["result"];
+    let reply: Value = r.json().await.unwrap();
+    let t = &reply["result"];
     for task in ["queue", "queue_base"] {
         assert_eq!(t["labels"][task]["top"], results[0][task]["top"], "{t}");
         let (a, b) = (
@@ -510,4 +510,19 @@ async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass(
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("layer_features"));
     assert_eq!(app.get_as("acme", "/v1/models/zs").await.status(), 404);
+
+    // A base-vector version of a task whose active version reads layer
+    // features still faces the gate: the active one is scored on its own
+    // vectors of the same held-out examples.
+    let job = train(&app, "acme", "queue", body(false)).await;
+    let gate = &job["result"]["card"]["gate"];
+    assert_eq!(gate["active_version"], 1, "{gate}");
+    assert!(gate["active"].as_f64().unwrap() > 0.5, "{gate}");
+    assert!(
+        gate["reason"]
+            .as_str()
+            .unwrap()
+            .contains("active version's"),
+        "{gate}"
+    );
 }
