@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AiState;
 use crate::error::{ApiError, ApiJson};
+use crate::inference::batcher::Output;
 
 pub fn router() -> Router<AiState> {
     Router::new()
@@ -101,12 +102,6 @@ pub(crate) async fn embed_for_heads<'a>(
     }
 }
 
-enum Output {
-    Raw,
-    Unit,
-    Layers,
-}
-
 async fn queue(
     state: &AiState,
     texts: Vec<String>,
@@ -135,11 +130,7 @@ async fn queue(
     .map_err(|e| ApiError::Internal(e.into()))??;
     let tokens = tokenized.iter().map(|t| t.ids.len()).sum();
     let ids = tokenized.into_iter().map(|t| t.ids).collect();
-    let vectors = match output {
-        Output::Raw => encoder.embed(permit, ids, false).await?,
-        Output::Unit => encoder.embed(permit, ids, true).await?,
-        Output::Layers => encoder.embed_layers(permit, ids).await?,
-    };
+    let vectors = encoder.embed_as(permit, ids, output).await?;
     Ok((vectors, tokens))
 }
 

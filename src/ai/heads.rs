@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::inference::batcher::Output;
 use crate::inference::EncoderHandle;
 use crate::ml::pipeline::{self, Phase, TrainOptions, TrainOutcome};
 use crate::ml::store::StoreError;
@@ -100,13 +101,14 @@ impl Embedder for QueuedEmbedder {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         };
-        Ok(if self.layers {
-            self.runtime
-                .block_on(self.handle.embed_layers(permit, ids))?
+        let output = if self.layers {
+            Output::Layers
         } else {
-            self.runtime
-                .block_on(self.handle.embed(permit, ids, true))?
-        })
+            Output::Unit
+        };
+        Ok(self
+            .runtime
+            .block_on(self.handle.embed_as(permit, ids, output))?)
     }
 
     fn sibling(&self, id: &str) -> Option<Box<dyn Embedder + '_>> {

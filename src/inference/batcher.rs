@@ -29,7 +29,7 @@ pub struct BatchLimits {
 
 /// What a job wants back per sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Output {
+pub enum Output {
     /// The mean-pooled vector as it is.
     Raw,
     /// The mean-pooled vector, unit length.
@@ -125,21 +125,14 @@ impl EncoderHandle {
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>> {
         let output = if normalize { Output::Unit } else { Output::Raw };
-        self.submit(permit, seqs, output).await
+        self.embed_as(permit, seqs, output).await
     }
 
-    /// Layer features of each sequence (`super::encoder::layer_features`),
-    /// from the same one pass; `super::encoder::base_of_layers` gives the
-    /// unit base vector back from them.
-    pub async fn embed_layers(
-        &self,
-        permit: OwnedSemaphorePermit,
-        seqs: Vec<Vec<u32>>,
-    ) -> Result<Vec<Vec<f32>>> {
-        self.submit(permit, seqs, Output::Layers).await
-    }
-
-    async fn submit(
+    /// Embeds tokenized sequences as `output` asks: with `Output::Layers`,
+    /// layer features (`super::encoder::layer_features`) from the same one
+    /// pass, from which `super::encoder::base_of_layers` gives the unit base
+    /// vector back.
+    pub async fn embed_as(
         &self,
         _permit: OwnedSemaphorePermit,
         seqs: Vec<Vec<u32>>,
