@@ -45,9 +45,13 @@ pub struct TrainArgs {
     pub limit_per_class: Option<usize>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Head kind (default: k-NN when a label has fewer than 5 examples, else softmax).
+    /// Head kind (default: k-NN when a label has fewer than 5 examples, else
+    /// softmax; `mlp` for many examples of classes a linear head cannot split).
     #[arg(long, value_enum)]
     pub kind: Option<HeadKind>,
+    /// Hidden units of an `mlp` head.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub hidden_units: u64,
     /// Rename labels on the way in: `0=negative,1=positive`.
     #[arg(long, value_name = "MAP")]
     pub label_map: Option<String>,
@@ -207,6 +211,7 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         .transpose()?;
     let mut opts = TrainOptions::new(&args.task, &args.tenant);
     opts.kind = args.kind;
+    opts.hidden_units = args.hidden_units as usize;
     opts.limit_per_class = args.limit_per_class;
     opts.seed = args.seed;
     opts.heldout_fraction = args.heldout_fraction;

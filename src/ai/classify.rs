@@ -302,6 +302,9 @@ pub struct TrainRequest {
     /// the same one pass) instead of the base vector alone.
     #[serde(default)]
     pub layer_features: bool,
+    /// Hidden units of an `mlp` head (1–4096, default 256).
+    #[serde(default)]
+    pub hidden_units: Option<usize>,
 }
 
 const MAX_TRAIN_EXAMPLES: usize = 100_000;
@@ -345,6 +348,18 @@ async fn train(
             "zero-shot heads are not trained from examples",
         ));
     }
+    if let Some(h) = req.hidden_units {
+        if req.kind != Some(HeadKind::Mlp) {
+            return Err(ApiError::validation(
+                "hidden_units is for heads of kind \"mlp\"",
+            ));
+        }
+        if !(1..=4096).contains(&h) {
+            return Err(ApiError::validation(
+                "hidden_units must be within 1 and 4096",
+            ));
+        }
+    }
     if let Some(p) = req.target_precision {
         if !(0.0..=1.0).contains(&p) {
             return Err(ApiError::validation(
@@ -355,6 +370,7 @@ async fn train(
     let encoder = state.encoder()?.clone();
     let mut opts = TrainOptions::new(&task, &tenant.0);
     opts.kind = req.kind;
+    opts.hidden_units = req.hidden_units.unwrap_or(opts.hidden_units);
     opts.limit_per_class = req.limit_per_class;
     opts.seed = req.seed.unwrap_or(opts.seed);
     opts.target_precision = req.target_precision.unwrap_or(opts.target_precision);

@@ -234,7 +234,10 @@ pub fn document() -> Value {
                 "examples": { "type": "array", "items": { "type": "object", "required": ["text", "label"], "properties": {
                     "text": { "type": "string" }, "label": { "type": "string" } } } },
                 "heldout": { "type": "array", "items": { "type": "object" } },
-                "kind": { "enum": ["knn", "softmax"] },
+                "kind": { "enum": ["knn", "softmax", "mlp"],
+                    "description": "mlp: one ReLU hidden layer before the softmax layer, for many examples of classes a linear head cannot split" },
+                "hidden_units": { "type": "integer", "minimum": 1, "maximum": 4096, "default": 256,
+                    "description": "hidden units of an mlp head (only with kind mlp)" },
                 "limit_per_class": { "type": "integer" }, "seed": { "type": "integer" },
                 "target_precision": { "type": "number", "default": 0.95 },
                 "neutral_label": { "type": "string" },

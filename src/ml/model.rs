@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inference::heads::{Evidence, KnnHead, Prediction, ZeroShotHead};
 use crate::inference::lexical::{combine, HashedTfidf};
-use crate::inference::training::SoftmaxHead;
+use crate::inference::training::{Hidden, SoftmaxHead};
 
 use super::eval::EvalSummary;
 
@@ -24,6 +24,9 @@ pub enum HeadKind {
     Knn,
     /// Logistic regression on the embedding (and lexical features).
     Softmax,
+    /// One ReLU hidden layer, then softmax, on the same features: for label
+    /// sets with many examples whose classes a linear head cannot separate.
+    Mlp,
 }
 
 /// How a new version compared with the active one when it was trained.
@@ -239,6 +242,14 @@ impl Classifier {
                 Tensor::from_slice(w, (w.len() / classes, classes), &dev)?,
             );
             tensors.insert("b".into(), Tensor::from_slice(b, classes, &dev)?);
+            if let Some(h) = head.hidden() {
+                let units = h.b.len();
+                tensors.insert(
+                    "w1".into(),
+                    Tensor::from_slice(&h.w, (h.w.len() / units, units), &dev)?,
+                );
+                tensors.insert("b1".into(), Tensor::from_slice(&h.b, units, &dev)?);
+            }
             if let Some(t) = tfidf {
                 tensors.insert(
                     "idf".into(),
@@ -309,14 +320,20 @@ impl Classifier {
                 .collect()
         };
         match card.kind {
-            HeadKind::Softmax => {
-                let head = SoftmaxHead::from_parameters(
+            HeadKind::Softmax | HeadKind::Mlp => {
+                let mut head = SoftmaxHead::from_parameters(
                     card.labels.clone(),
                     get("w")?,
                     get("b")?,
                     card.temperature,
                     card.threshold,
                 )?;
+                if card.kind == HeadKind::Mlp {
+                    head = head.with_hidden(Hidden {
+                        w: get("w1")?,
+                        b: get("b1")?,
+                    })?;
+                }
                 let expected = card.dims
                     + if card.lexical_weight > 0.0 {
                         card.lexical_dims
@@ -445,7 +462,8 @@ mod roundtrip {
     use crate::inference::training::TrainConfig;
 
     /// Saved and loaded heads predict exactly what they did before, with and
-    /// without lexical features (a stand-in 2-d "embedding" is enough here).
+    /// without lexical features and with a hidden layer (a stand-in 2-d
+    /// "embedding" is enough here).
     #[test]
     fn saved_heads_load_and_predict_the_same() {
         let texts = [
@@ -468,12 +486,13 @@ mod roundtrip {
             })
             .collect();
         let targets: Vec<usize> = (0..8).map(|i| usize::from(i >= 4)).collect();
-        let cfg = TrainConfig {
-            max_epochs: 30,
-            lr: 0.1,
-            ..Default::default()
-        };
-        for weight in [0.0f32, 1.0] {
+        for (weight, units) in [(0.0f32, 0), (1.0, 0), (1.0, 8)] {
+            let cfg = TrainConfig {
+                max_epochs: 30,
+                lr: 0.1,
+                hidden_units: units,
+                ..Default::default()
+            };
             let (mixed, _, _) = train_mixed(
                 &emb,
                 &texts,
@@ -484,7 +503,13 @@ mod roundtrip {
                 512,
             )
             .unwrap();
-            let mut c = test_card(HeadKind::Softmax, 2);
+            let kind = if units > 0 {
+                HeadKind::Mlp
+            } else {
+                HeadKind::Softmax
+            };
+            assert_eq!(mixed.head.hidden().is_some(), units > 0);
+            let mut c = test_card(kind, 2);
             c.lexical_weight = mixed.weight;
             c.lexical_dims = mixed.tfidf.dims();
             c.temperature = mixed.head.temperature;
@@ -494,7 +519,7 @@ mod roundtrip {
             ];
             let tfidf = (mixed.weight > 0.0).then(|| mixed.tfidf.clone());
             let model = Classifier::softmax(c, mixed.head.clone(), tfidf, exemplars);
-            let dir = tempfile_dir(&format!("w{weight}"));
+            let dir = tempfile_dir(&format!("w{weight}-h{units}"));
             model.save(&dir).unwrap();
             let back = Classifier::load(&dir).unwrap();
             for (t, e) in texts.iter().zip(&emb) {

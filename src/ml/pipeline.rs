@@ -59,7 +59,10 @@ pub struct TrainOptions {
     pub descriptions: Option<std::collections::BTreeMap<String, String>>,
     pub promote: PromotePolicy,
     pub command: Option<String>,
+    /// Settings of a softmax head (an MLP head uses `TrainConfig::mlp`).
     pub head: TrainConfig,
+    /// Hidden units of an MLP head.
+    pub hidden_units: usize,
 }
 
 impl TrainOptions {
@@ -81,6 +84,7 @@ impl TrainOptions {
             promote: PromotePolicy::Gate,
             command: None,
             head: TrainConfig::default(),
+            hidden_units: 256,
         }
     }
 }
@@ -296,10 +300,19 @@ pub fn train(
     let cfg = TrainConfig {
         target_precision: opts.target_precision,
         seed: opts.seed,
-        ..opts.head.clone()
+        ..if kind == HeadKind::Mlp {
+            // Batches grow with the data: some 400 steps an epoch, so a few
+            // hundred examples still get enough steps and 60k take minutes.
+            TrainConfig {
+                batch_size: (train_set.len() / 400).clamp(16, 128),
+                ..TrainConfig::mlp(opts.hidden_units)
+            }
+        } else {
+            opts.head.clone()
+        }
     };
     let mut model = match kind {
-        HeadKind::Softmax => {
+        HeadKind::Softmax | HeadKind::Mlp => {
             let lexical = opts.lexical_weights.iter().any(|&w| w > 0.0);
             let exemplars = central_exemplars(
                 &train_set,

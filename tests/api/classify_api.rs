@@ -526,3 +526,66 @@ async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass(
         "{gate}"
     );
 }
+
+/// An MLP head (`"kind": "mlp"`) trains as a job, records its kind, and
+/// answers over HTTP exactly as the head loaded back from its files does on
+/// the library's vectors; a bad `hidden_units` is a 422 that creates nothing.
+#[tokio::test]
+async fn an_mlp_head_trains_over_http_and_answers_as_the_stored_head() {
+    use helpdesk::inference::{load_text_encoder, DeviceKind};
+
+    let app = spawn_app().await;
+    let (train_rows, test_rows) = (jargon("train"), jargon("test"));
+    for (body, why) in [
+        (
+            json!({ "examples": train_rows, "hidden_units": 64 }),
+            "kind",
+        ),
+        (
+            json!({ "examples": train_rows, "kind": "mlp", "hidden_units": 0 }),
+            "within",
+        ),
+    ] {
+        let r = app.post_as("acme", "/v1/models/mlp/train", &body).await;
+        assert_eq!(r.status(), 422, "{why}");
+        assert!(r.text().await.unwrap().contains(why));
+    }
+    assert_eq!(app.get_as("acme", "/v1/models/mlp").await.status(), 404);
+
+    let job = train(
+        &app,
+        "acme",
+        "mlp",
+        json!({ "examples": train_rows, "heldout": test_rows, "seed": 7,
+                "kind": "mlp", "hidden_units": 64 }),
+    )
+    .await;
+    let card = &job["result"]["card"];
+    assert_eq!(card["kind"], "mlp", "{card}");
+    let acc = card["metrics"]["accuracy"].as_f64().unwrap();
+    eprintln!("jargon held-out accuracy, MLP head: {acc:.3}");
+    assert!(acc >= 0.7, "accuracy {acc}: {card}");
+
+    let stored = app.state.heads.store.load("acme", "mlp", 1).unwrap();
+    assert_eq!(stored.card.kind, helpdesk::ml::HeadKind::Mlp);
+    let texts: Vec<&str> = test_rows
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    let enc = load_text_encoder(
+        crate::helpers::MODEL,
+        &crate::helpers::models_dir(),
+        DeviceKind::Cpu,
+        false,
+    )
+    .unwrap();
+    let vectors = enc.embed(&texts, true, true).unwrap();
+    let got = classify(&app, "acme", "mlp", &texts).await;
+    let results = got["results"].as_array().unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let want = stored.predict(&vectors[i], text);
+        assert_eq!(results[i]["mlp"]["top"], want.top.as_str(), "{i}");
+        let conf = results[i]["mlp"]["confidence"].as_f64().unwrap();
+        assert!((conf - f64::from(want.confidence)).abs() < 1e-3, "{i}");
+    }
+}
