@@ -410,11 +410,9 @@ fn fit(
     } else {
         None
     };
-    let w = Var::zeros(
-        (units.max(dims * usize::from(units == 0)), classes),
-        DType::F32,
-        &dev,
-    )?;
+    // The softmax layer reads the hidden units, or the features themselves.
+    let inputs = if units > 0 { units } else { dims };
+    let w = Var::zeros((inputs, classes), DType::F32, &dev)?;
     let b = Var::zeros(classes, DType::F32, &dev)?;
     vars.extend([w.clone(), b.clone()]);
     let params = ParamsAdamW {
