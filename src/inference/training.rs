@@ -509,7 +509,7 @@ pub fn train_softmax(
     );
     let mut best: Option<(f32, usize, Params)> = None;
     let mut epochs = 0;
-    fit(
+    let last = fit(
         vectors,
         &target_tensor,
         &mut train_idx,
@@ -537,41 +537,38 @@ pub fn train_softmax(
             }
         },
     )?;
-    let (val_loss, best_epoch, params) = match best {
-        Some(b) => b,
-        None => (
-            f32::INFINITY,
-            0,
-            fit(
-                vectors,
-                &target_tensor,
-                &mut train_idx,
-                (dims, classes),
-                cfg,
-                &weights,
-                &mut rng,
-                0,
-                |_, _| Ok(false),
-            )?,
-        ),
+    // No epoch at all (max_epochs 0): the starting weights.
+    let (val_loss, best_epoch, params) = best.unwrap_or((f32::INFINITY, 0, last));
+    // Validation logits once, as one matmul (an MLP head's hidden layer is
+    // the cost); calibration reads them at each temperature.
+    let val_logits: Vec<Vec<f32>> = if val_idx.is_empty() {
+        Vec::new()
+    } else {
+        params.logits(&xv, None)?.to_vec2()?
     };
     let mut head = params.into_head(labels, dims)?;
     // Calibrate on the validation split: temperature first, then the
     // threshold for the target precision on the calibrated confidences.
     let val_targets: Vec<usize> = val_idx.iter().map(|&i| targets[i]).collect();
-    let val_logits: Vec<Vec<f32>> = val_idx.iter().map(|&i| head.logits(&vectors[i])).collect();
-    let judged = |head: &SoftmaxHead| -> Vec<(f32, bool)> {
-        val_idx
+    let judged = |temperature: f32| -> Vec<(f32, bool)> {
+        val_logits
             .iter()
-            .map(|&i| {
-                let p = head.predict(&vectors[i]);
-                (p.confidence, p.top == head.labels[targets[i]])
+            .zip(&val_targets)
+            .map(|(l, &y)| {
+                let probs = softmax(l, temperature);
+                let mut top = 0;
+                for (i, p) in probs.iter().enumerate() {
+                    if *p > probs[top] {
+                        top = i;
+                    }
+                }
+                (probs[top], top == y)
             })
             .collect()
     };
-    let val_ece_raw = ece(&judged(&head), 15);
+    let val_ece_raw = ece(&judged(head.temperature), 15);
     head.temperature = fit_temperature(&val_logits, &val_targets);
-    let val_judged = judged(&head);
+    let val_judged = judged(head.temperature);
     let threshold = threshold_for_precision(&val_judged, cfg.target_precision);
     head.threshold = threshold.threshold;
     let val_correct = val_judged.iter().filter(|(_, ok)| *ok).count();

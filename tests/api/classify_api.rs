@@ -18,6 +18,22 @@ fn jargon(split: &str) -> Vec<Value> {
         .collect()
 }
 
+fn texts(rows: &[Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["text"].as_str().unwrap()).collect()
+}
+
+/// Share of `results` (a `/v1/classify` reply's) whose `task` answer is the
+/// row's label.
+fn accuracy(results: &[Value], rows: &[Value], task: &str) -> f64 {
+    assert_eq!(results.len(), rows.len());
+    let correct = results
+        .iter()
+        .zip(rows)
+        .filter(|(p, gold)| p[task]["top"] == gold["label"])
+        .count();
+    correct as f64 / rows.len() as f64
+}
+
 async fn wait_for_job(app: &TestApp, tenant: &str, url: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -165,19 +181,11 @@ async fn a_tenant_trains_a_head_over_http_and_classifies_with_evidence() {
     );
 
     // Held-out tickets, classified through the API.
-    let texts: Vec<&str> = test_rows
-        .iter()
-        .map(|r| r["text"].as_str().unwrap())
-        .collect();
+    let texts = texts(&test_rows);
     let body = classify(&app, "acme", "team", &texts).await;
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), texts.len());
-    let correct = results
-        .iter()
-        .zip(&test_rows)
-        .filter(|(p, gold)| p["team"]["top"] == gold["label"])
-        .count();
-    let acc = correct as f64 / texts.len() as f64;
+    let acc = accuracy(results, &test_rows, "team");
     eprintln!("jargon held-out accuracy over HTTP: {acc:.3}");
     assert!(acc >= 0.75, "accuracy {acc}");
     let first = &results[0]["team"];
@@ -391,7 +399,6 @@ async fn a_zero_shot_head_from_label_descriptions_routes_a_new_tenants_tickets()
 
 #[tokio::test]
 async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass() {
-    use helpdesk::inference::{load_text_encoder, DeviceKind};
     use helpdesk::ml::cache::LayerFeatures;
     use helpdesk::ml::Embedder;
 
@@ -411,10 +418,7 @@ async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass(
     train(&app, "acme", "queue_base", body(false)).await;
 
     // Both heads in one request: one pass, each head reads its own vectors.
-    let texts: Vec<&str> = test_rows
-        .iter()
-        .map(|r| r["text"].as_str().unwrap())
-        .collect();
+    let texts = texts(&test_rows);
     let r = app
         .post_as(
             "acme",
@@ -425,24 +429,13 @@ async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass(
     assert_eq!(r.status(), 200);
     let got: Value = r.json().await.unwrap();
     let results = got["results"].as_array().unwrap();
-    let correct = results
-        .iter()
-        .zip(&test_rows)
-        .filter(|(p, gold)| p["queue"]["top"] == gold["label"])
-        .count();
-    let acc = correct as f64 / texts.len() as f64;
+    let acc = accuracy(results, &test_rows, "queue");
     eprintln!("jargon held-out accuracy, layer features over HTTP: {acc:.3}");
     assert!(acc >= 0.75, "accuracy {acc}");
 
     // The service's answers are the stored head's on the library's layer
     // features: the batcher hands each head the right vector.
-    let enc = load_text_encoder(
-        crate::helpers::MODEL,
-        &crate::helpers::models_dir(),
-        DeviceKind::Cpu,
-        false,
-    )
-    .unwrap();
+    let enc = crate::helpers::cpu_encoder();
     let features = LayerFeatures(&enc).embed(&texts).unwrap();
     let base = enc.embed(&texts, true, true).unwrap();
     let store = &app.state.heads.store;
@@ -532,8 +525,6 @@ async fn a_head_on_layer_features_answers_over_http_and_in_triage_from_one_pass(
 /// the library's vectors; a bad `hidden_units` is a 422 that creates nothing.
 #[tokio::test]
 async fn an_mlp_head_trains_over_http_and_answers_as_the_stored_head() {
-    use helpdesk::inference::{load_text_encoder, DeviceKind};
-
     let app = spawn_app().await;
     let (train_rows, test_rows) = (jargon("train"), jargon("test"));
     for (body, why) in [
@@ -568,17 +559,8 @@ async fn an_mlp_head_trains_over_http_and_answers_as_the_stored_head() {
 
     let stored = app.state.heads.store.load("acme", "mlp", 1).unwrap();
     assert_eq!(stored.card.kind, helpdesk::ml::HeadKind::Mlp);
-    let texts: Vec<&str> = test_rows
-        .iter()
-        .map(|r| r["text"].as_str().unwrap())
-        .collect();
-    let enc = load_text_encoder(
-        crate::helpers::MODEL,
-        &crate::helpers::models_dir(),
-        DeviceKind::Cpu,
-        false,
-    )
-    .unwrap();
+    let texts = texts(&test_rows);
+    let enc = crate::helpers::cpu_encoder();
     let vectors = enc.embed(&texts, true, true).unwrap();
     let got = classify(&app, "acme", "mlp", &texts).await;
     let results = got["results"].as_array().unwrap();

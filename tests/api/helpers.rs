@@ -37,6 +37,19 @@ pub fn require_model() {
     );
 }
 
+/// The test model on the CPU, as the library loads it (fails loudly when it
+/// is missing).
+pub fn cpu_encoder() -> helpdesk::inference::TextEncoder {
+    require_model();
+    helpdesk::inference::load_text_encoder(
+        MODEL,
+        &models_dir(),
+        helpdesk::inference::DeviceKind::Cpu,
+        false,
+    )
+    .unwrap()
+}
+
 /// Runs `helpdesk --models-dir … --data-dir DATA ARGS…` from the repository
 /// root and returns its stdout as JSON; a failure shows its stderr.
 pub fn cli_json(data: &std::path::Path, args: &[&str]) -> serde_json::Value {
