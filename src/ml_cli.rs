@@ -68,6 +68,15 @@ pub struct TrainArgs {
     /// the same one encoder pass) instead of the base vector alone.
     #[arg(long, conflicts_with = "images")]
     pub layer_features: bool,
+    /// Texts without labels (CSV/TSV with a `text` column, or JSON lines),
+    /// e.g. the tenant's past tickets: labels are propagated to them over a
+    /// nearest-neighbour graph and they train the head beside `--data`
+    /// (softmax and MLP heads).
+    #[arg(long, value_name = "FILE", requires = "data")]
+    pub unlabelled: Option<PathBuf>,
+    /// Loss weight of a propagated label (a human label weighs 1).
+    #[arg(long, default_value_t = 0.5, requires = "unlabelled", value_parser = unit_weight)]
+    pub unlabelled_weight: f32,
     /// Exemplars per label kept as evidence.
     #[arg(long, default_value_t = 8)]
     pub evidence_per_class: usize,
@@ -202,6 +211,14 @@ fn report_dir(settings: &Settings, given: &Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| settings.data_dir.join("reports"))
 }
 
+/// A weight in (0, 1].
+fn unit_weight(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(w) if w > 0.0 && w <= 1.0 => Ok(w),
+        _ => Err(format!("{s:?}: expected a number above 0 and at most 1")),
+    }
+}
+
 pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     let map = label_map(&args.label_map)?;
     let heldout = args
@@ -221,6 +238,10 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     opts.layer_features = args.layer_features;
     opts.neutral_label = args.neutral_label.clone();
     opts.promote = args.promote;
+    if let Some(file) = &args.unlabelled {
+        opts.unlabelled = dataset::load_texts(file)?;
+        opts.unlabelled_weight = args.unlabelled_weight;
+    }
     opts.command = Some(std::env::args().skip(1).collect::<Vec<_>>().join(" "));
     let (store, ship_tmp) = match &args.ship {
         // Train into a scratch store, then copy the version out as version 0.

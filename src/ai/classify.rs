@@ -305,6 +305,13 @@ pub struct TrainRequest {
     /// Hidden units of an `mlp` head (1–4096, default 256).
     #[serde(default)]
     pub hidden_units: Option<usize>,
+    /// Texts without labels (e.g. past tickets): labels are propagated to
+    /// them and they train the head beside `examples`.
+    #[serde(default)]
+    pub unlabelled: Vec<String>,
+    /// Loss weight of a propagated label, in (0, 1] (default 0.5).
+    #[serde(default)]
+    pub unlabelled_weight: Option<f32>,
 }
 
 const MAX_TRAIN_EXAMPLES: usize = 100_000;
@@ -316,12 +323,13 @@ async fn train(
     ApiJson(req): ApiJson<TrainRequest>,
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
     check_name("task", &task).map_err(|e| ApiError::validation(e.to_string()))?;
-    let n = req.examples.len() + req.heldout.as_ref().map_or(0, Vec::len);
+    let n = req.examples.len() + req.heldout.as_ref().map_or(0, Vec::len) + req.unlabelled.len();
     if n > MAX_TRAIN_EXAMPLES {
         return Err(ApiError::TooLarge(format!(
-            "{n} examples; the limit per request is {MAX_TRAIN_EXAMPLES}"
+            "{n} examples and unlabelled texts; the limit per request is {MAX_TRAIN_EXAMPLES}"
         )));
     }
+    check_unlabelled(&req)?;
     if let (Some(d), true) = (&req.descriptions, req.examples.is_empty()) {
         return zero_shot(&state, &tenant.0, &task, d, &req).await;
     }
@@ -378,6 +386,8 @@ async fn train(
     opts.promote = req.promote.unwrap_or(PromotePolicy::Gate);
     opts.descriptions = req.descriptions;
     opts.layer_features = req.layer_features;
+    opts.unlabelled = req.unlabelled;
+    opts.unlabelled_weight = req.unlabelled_weight.unwrap_or(opts.unlabelled_weight);
     let job = state
         .heads
         .start_training(encoder, req.examples, req.heldout, opts)
@@ -391,6 +401,42 @@ async fn train(
             "status_url": format!("/v1/jobs/{}", job.id),
         })),
     ))
+}
+
+/// `unlabelled` and `unlabelled_weight` make sense together, with examples,
+/// for a head that trains.
+fn check_unlabelled(req: &TrainRequest) -> Result<(), ApiError> {
+    if let Some(w) = req.unlabelled_weight {
+        if req.unlabelled.is_empty() {
+            return Err(ApiError::validation(
+                "unlabelled_weight is for training with unlabelled texts",
+            ));
+        }
+        if !(w > 0.0 && w <= 1.0) {
+            return Err(ApiError::validation(
+                "unlabelled_weight must be above 0 and at most 1",
+            ));
+        }
+    }
+    if req.unlabelled.is_empty() {
+        return Ok(());
+    }
+    if let Some(bad) = req.unlabelled.iter().position(|t| t.trim().is_empty()) {
+        return Err(ApiError::validation(format!(
+            "unlabelled text {bad} is empty"
+        )));
+    }
+    if req.examples.is_empty() {
+        return Err(ApiError::validation(
+            "unlabelled texts need labelled examples to learn from",
+        ));
+    }
+    if matches!(req.kind, Some(HeadKind::Knn | HeadKind::ZeroShot)) {
+        return Err(ApiError::validation(
+            "only softmax and mlp heads learn from unlabelled texts",
+        ));
+    }
+    Ok(())
 }
 
 /// A zero-shot version: a few embeddings, so it is made within the request (201).

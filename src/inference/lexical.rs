@@ -8,7 +8,9 @@
 //! fitted on the training texts, and each vector is L2-normalised.
 
 use super::heads::{HeadError, Prediction};
-use super::training::{train_softmax, SoftmaxHead, TrainConfig, TrainError, TrainReport};
+use super::training::{
+    train_softmax_with, PseudoLabelled, SoftmaxHead, TrainConfig, TrainError, TrainReport,
+};
 
 /// A fitted hashed TF-IDF vectoriser.
 #[derive(Debug, Clone)]
@@ -166,6 +168,9 @@ pub struct MixTrial {
 
 /// Trains one head per lexical weight in `weights` (same seed, so the same
 /// validation split) and keeps the one with the lowest validation loss.
+/// Pseudo-labelled examples, when given, train beside the labelled ones (and
+/// their texts count in the TF-IDF statistics).
+#[allow(clippy::too_many_arguments)]
 pub fn train_mixed(
     embeddings: &[Vec<f32>],
     texts: &[&str],
@@ -174,26 +179,40 @@ pub fn train_mixed(
     cfg: &TrainConfig,
     weights: &[f32],
     dims: usize,
+    pseudo: Option<PseudoLabelled<'_>>,
 ) -> Result<(MixedHead, TrainReport, Vec<MixTrial>), TrainError> {
     if weights.is_empty() {
         return Err(HeadError::NoCandidates.into());
     }
-    let tfidf = HashedTfidf::fit(texts, dims);
-    let lexical: Vec<Vec<f32>> = texts.iter().map(|t| tfidf.transform(t)).collect();
+    if let Some(p) = pseudo.filter(|p| p.texts.len() != p.vectors.len()) {
+        return Err(HeadError::Mismatch(p.vectors.len(), p.texts.len()).into());
+    }
+    let pseudo_texts = pseudo.map(|p| p.texts).unwrap_or_default();
+    let all_texts: Vec<&str> = texts.iter().chain(pseudo_texts).copied().collect();
+    let tfidf = HashedTfidf::fit(&all_texts, dims);
+    let transform =
+        |texts: &[&str]| -> Vec<Vec<f32>> { texts.iter().map(|t| tfidf.transform(t)).collect() };
+    let (lexical, pseudo_lexical) = (transform(texts), transform(pseudo_texts));
+    let mix = |vectors: &[Vec<f32>], lexical: &[Vec<f32>], w: f32| -> Vec<Vec<f32>> {
+        // Weight 0 is the embedding alone (no columns of zeros).
+        if w == 0.0 {
+            return vectors.to_vec();
+        }
+        vectors
+            .iter()
+            .zip(lexical)
+            .map(|(e, l)| combine(e, l, w))
+            .collect()
+    };
     let mut best: Option<(MixedHead, TrainReport)> = None;
     let mut trials = Vec::new();
     for &w in weights {
-        // Weight 0 is the embedding alone (no columns of zeros).
-        let x: Vec<Vec<f32>> = if w == 0.0 {
-            embeddings.to_vec()
-        } else {
-            embeddings
-                .iter()
-                .zip(&lexical)
-                .map(|(e, l)| combine(e, l, w))
-                .collect()
-        };
-        let (head, report) = train_softmax(&x, targets, labels.clone(), cfg)?;
+        let x = mix(embeddings, &lexical, w);
+        let pseudo_x = pseudo.map(|p| mix(p.vectors, &pseudo_lexical, w));
+        let pseudo = pseudo
+            .zip(pseudo_x.as_deref())
+            .map(|(p, x)| PseudoLabelled { vectors: x, ..p });
+        let (head, report) = train_softmax_with(&x, targets, labels.clone(), cfg, pseudo)?;
         trials.push(MixTrial {
             weight: w,
             val_accuracy: report.val_accuracy,

@@ -11,6 +11,7 @@ pub mod files;
 pub mod heads;
 pub mod kernels;
 pub mod lexical;
+pub mod propagation;
 pub mod registry;
 pub mod training;
 

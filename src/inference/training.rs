@@ -9,6 +9,8 @@
 //! are not linearly separable in the encoder's space (sentiment on layer
 //! features); with a few examples per label the linear head is as good.
 
+use std::borrow::Cow;
+
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
@@ -89,6 +91,8 @@ pub struct TrainReport {
     pub best_epoch: usize,
     pub train_examples: usize,
     pub val_examples: usize,
+    /// Pseudo-labelled examples that trained beside `train_examples`.
+    pub pseudo_labelled: usize,
     pub val_loss: f32,
     pub val_accuracy: f32,
     /// Fitted on the validation split (temperature scaling).
@@ -176,8 +180,13 @@ impl SoftmaxHead {
         out
     }
 
+    /// Calibrated probabilities of every label, in `labels()` order.
+    pub fn probabilities(&self, v: &[f32]) -> Vec<f32> {
+        softmax(&self.logits(v), self.temperature)
+    }
+
     pub fn predict(&self, v: &[f32]) -> Prediction {
-        let probs = softmax(&self.logits(v), self.temperature);
+        let probs = self.probabilities(v);
         prediction(&self.labels, probs, self.threshold, Vec::new())
     }
 
@@ -314,10 +323,36 @@ pub(crate) fn loss(
     targets: &Tensor,
     weights: &Tensor,
 ) -> candle_core::Result<Tensor> {
+    weighted_loss(logits, targets, weights, None)
+}
+
+/// `loss` with a weight per example on top of the class weights.
+fn weighted_loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+    per_example: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-    let w = weights.index_select(targets, 0)?;
+    let mut w = weights.index_select(targets, 0)?;
+    if let Some(e) = per_example {
+        w = (w * e)?;
+    }
     (picked * &w)?.sum_all()?.neg()? / w.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+/// Examples labelled by the pipeline rather than by people (labels propagated
+/// over unlabelled tickets). They join the training side at `weight` and never
+/// the validation split, so early stopping, calibration and the abstain
+/// threshold are fitted on human labels only.
+#[derive(Debug, Clone, Copy)]
+pub struct PseudoLabelled<'a> {
+    pub vectors: &'a [Vec<f32>],
+    /// Their texts, for lexical features (`lexical::train_mixed`).
+    pub texts: &'a [&'a str],
+    pub targets: &'a [usize],
+    pub weight: f32,
 }
 
 /// The weights being trained: an optional hidden layer, then the softmax layer.
@@ -387,6 +422,7 @@ fn unit_uniform(rng: &mut SplitMix) -> f32 {
 fn fit(
     vectors: &[Vec<f32>],
     target_tensor: &dyn Fn(&[usize]) -> candle_core::Result<Tensor>,
+    example_weights: &dyn Fn(&[usize]) -> candle_core::Result<Option<Tensor>>,
     idx: &mut [usize],
     (dims, classes): (usize, usize),
     cfg: &TrainConfig,
@@ -448,7 +484,12 @@ fn fit(
                 None
             };
             let logits = current().logits(&x, mask.as_ref())?;
-            opt.backward_step(&loss(&logits, &target_tensor(batch)?, weights)?)?;
+            opt.backward_step(&weighted_loss(
+                &logits,
+                &target_tensor(batch)?,
+                weights,
+                example_weights(batch)?.as_ref(),
+            )?)?;
         }
         if after_epoch(epoch, &current())? {
             break;
@@ -464,31 +505,66 @@ pub fn train_softmax(
     labels: Vec<String>,
     cfg: &TrainConfig,
 ) -> Result<(SoftmaxHead, TrainReport), TrainError> {
+    train_softmax_with(vectors, targets, labels, cfg, None)
+}
+
+/// `train_softmax` with pseudo-labelled examples added to the training side.
+/// Without them it is `train_softmax` exactly (same split, same steps).
+pub fn train_softmax_with(
+    vectors: &[Vec<f32>],
+    targets: &[usize],
+    labels: Vec<String>,
+    cfg: &TrainConfig,
+    pseudo: Option<PseudoLabelled<'_>>,
+) -> Result<(SoftmaxHead, TrainReport), TrainError> {
     let classes = labels.len();
     if classes < 2 {
         return Err(HeadError::TooFewLabels(classes).into());
     }
-    if vectors.len() != targets.len() {
-        return Err(HeadError::Mismatch(vectors.len(), targets.len()).into());
-    }
-    if let Some(&bad) = targets.iter().find(|&&t| t >= classes) {
-        return Err(TrainError::LabelIndex(bad, classes));
+    let pseudo = pseudo.filter(|p| !p.vectors.is_empty());
+    for (v, t) in std::iter::once((vectors, targets)).chain(pseudo.map(|p| (p.vectors, p.targets)))
+    {
+        if v.len() != t.len() {
+            return Err(HeadError::Mismatch(v.len(), t.len()).into());
+        }
+        if let Some(&bad) = t.iter().find(|&&t| t >= classes) {
+            return Err(TrainError::LabelIndex(bad, classes));
+        }
     }
     let dims = vectors.first().map_or(0, Vec::len);
-    if let Some(v) = vectors.iter().find(|v| v.len() != dims) {
+    let all_vectors = pseudo.map(|p| p.vectors).unwrap_or_default();
+    if let Some(v) = vectors.iter().chain(all_vectors).find(|v| v.len() != dims) {
         return Err(HeadError::Dims(dims, v.len()).into());
     }
     let dev = Device::Cpu;
     let mut rng = SplitMix(cfg.seed);
+    // The split is drawn over the human labels alone; pseudo-labelled
+    // examples (indices from `labelled` on) only ever train.
     let (mut train_idx, val_idx) = stratified_split(targets, classes, cfg.val_fraction, &mut rng);
+    let labelled = vectors.len();
+    let pseudo_weight = pseudo.map_or(1.0, |p| p.weight);
+    let (vectors, targets): (Cow<[Vec<f32>]>, Cow<[usize]>) = match pseudo {
+        Some(p) => {
+            train_idx.extend(labelled..labelled + p.vectors.len());
+            let v: Vec<Vec<f32>> = vectors.iter().chain(p.vectors).cloned().collect();
+            let t: Vec<usize> = targets.iter().chain(p.targets).copied().collect();
+            (v.into(), t.into())
+        }
+        None => (vectors.into(), targets.into()),
+    };
+    let (vectors, targets) = (&*vectors, &*targets);
+    let example_weight = |i: usize| if i < labelled { 1.0 } else { pseudo_weight };
 
-    let mut counts = vec![0usize; classes];
-    train_idx.iter().for_each(|&i| counts[targets[i]] += 1);
+    let mut counts = vec![0f32; classes];
+    train_idx
+        .iter()
+        .for_each(|&i| counts[targets[i]] += example_weight(i));
+    let total: f32 = counts.iter().sum();
     let weights: Vec<f32> = counts
         .iter()
         .map(|&n| {
-            if cfg.balance_classes && n > 0 {
-                train_idx.len() as f32 / (classes * n) as f32
+            if cfg.balance_classes && n > 0.0 {
+                total / (classes as f32 * n)
             } else {
                 1.0
             }
@@ -502,6 +578,13 @@ pub fn train_softmax(
             &dev,
         )
     };
+    let example_weights = |idx: &[usize]| -> candle_core::Result<Option<Tensor>> {
+        if pseudo.is_none() {
+            return Ok(None);
+        }
+        let w: Vec<f32> = idx.iter().map(|&i| example_weight(i)).collect();
+        Tensor::from_vec(w, idx.len(), &dev).map(Some)
+    };
 
     let (xv, yv) = (
         rows(vectors, &val_idx, dims, &dev)?,
@@ -512,6 +595,7 @@ pub fn train_softmax(
     let last = fit(
         vectors,
         &target_tensor,
+        &example_weights,
         &mut train_idx,
         (dims, classes),
         cfg,
@@ -581,6 +665,7 @@ pub fn train_softmax(
         let fitted = fit(
             vectors,
             &target_tensor,
+            &example_weights,
             &mut all_idx,
             (dims, classes),
             cfg,
@@ -596,7 +681,8 @@ pub fn train_softmax(
     let report = TrainReport {
         epochs,
         best_epoch: best_epoch + 1,
-        train_examples: train_idx.len(),
+        train_examples: train_idx.iter().filter(|&&i| i < labelled).count(),
+        pseudo_labelled: targets.len() - labelled,
         val_examples: val_idx.len(),
         val_loss,
         val_accuracy: if val_idx.is_empty() {
@@ -739,6 +825,66 @@ mod tests {
         // Seeded: the same hidden weights, dropout masks and shuffles.
         let (again, _) = train_softmax(&xs, &ys, two(), &mlp).unwrap();
         assert_eq!(head.logits(&[0.2, -0.9]), again.logits(&[0.2, -0.9]));
+    }
+
+    /// Pseudo-labelled examples train at their weight and never validate.
+    /// Here 20 of them sit on class a's centre labelled b: at full weight
+    /// they outvote the 4 human examples of a, at 1/1000 they do not (class
+    /// balancing off, which would otherwise scale class b down to match).
+    #[test]
+    fn pseudo_labelled_examples_train_at_their_weight_and_never_validate() {
+        let (xs, ys) = clusters(5);
+        let cfg = TrainConfig {
+            lr: 0.05,
+            balance_classes: false,
+            ..Default::default()
+        };
+        let (plain, plain_report) = train_softmax(&xs, &ys, labels(), &cfg).unwrap();
+        let (same, _) = train_softmax_with(&xs, &ys, labels(), &cfg, None).unwrap();
+        assert_eq!(
+            plain.logits(&[0.3, 0.2, 0.1]),
+            same.logits(&[0.3, 0.2, 0.1])
+        );
+
+        let (wrong, _) = noisy_clusters(20, 0.05);
+        let wrong = &wrong[..20]; // around class a's centre
+        let as_b = vec![1; wrong.len()];
+        let texts = vec![""; wrong.len()];
+        let with = |weight: f32| {
+            let pseudo = PseudoLabelled {
+                vectors: wrong,
+                texts: &texts,
+                targets: &as_b,
+                weight,
+            };
+            train_softmax_with(&xs, &ys, labels(), &cfg, Some(pseudo)).unwrap()
+        };
+        let (heavy, report) = with(1.0);
+        assert_eq!(heavy.predict(&[1.0, 0.0, 0.0]).top, "b");
+        assert_eq!(
+            (
+                report.train_examples,
+                report.val_examples,
+                report.pseudo_labelled
+            ),
+            (plain_report.train_examples, plain_report.val_examples, 20)
+        );
+        // Validation is class a's human example, which the pseudo labels
+        // now contradict: its loss says so.
+        assert!(report.val_loss > plain_report.val_loss, "{report:?}");
+        let (light, _) = with(0.001);
+        assert_eq!(light.predict(&[1.0, 0.0, 0.0]).top, "a");
+
+        let bad = PseudoLabelled {
+            vectors: wrong,
+            texts: &texts,
+            targets: &as_b[..3],
+            weight: 1.0,
+        };
+        assert!(matches!(
+            train_softmax_with(&xs, &ys, labels(), &cfg, Some(bad)),
+            Err(TrainError::Head(HeadError::Mismatch(20, 3)))
+        ));
     }
 
     #[test]

@@ -65,6 +65,24 @@ pub fn load(
     path: &Path,
     label_map: &BTreeMap<String, String>,
 ) -> Result<Vec<Example>, DatasetError> {
+    let mut rows = read(path, true)?;
+    for r in &mut rows {
+        if let Some(to) = label_map.get(&r.label) {
+            r.label = to.clone();
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads texts without labels (a label column, if any, is ignored): the same
+/// formats as `load`, e.g. a tenant's unlabelled ticket history.
+pub fn load_texts(path: &Path) -> Result<Vec<String>, DatasetError> {
+    Ok(read(path, false)?.into_iter().map(|e| e.text).collect())
+}
+
+/// Rows of a file; `labels`: whether each must have one (else the label is
+/// left empty).
+fn read(path: &Path, labels: bool) -> Result<Vec<Example>, DatasetError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| DatasetError::Io(name.clone(), e))?;
     let ext = path
@@ -72,42 +90,46 @@ pub fn load(
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let mut rows = match ext.as_str() {
-        "jsonl" | "json" | "ndjson" => parse_jsonl(&name, &bytes)?,
-        "tsv" => parse_delimited(&name, &bytes, b'\t')?,
-        _ => parse_delimited(&name, &bytes, b',')?,
+    let rows = match ext.as_str() {
+        "jsonl" | "json" | "ndjson" => parse_jsonl(&name, &bytes, labels)?,
+        "tsv" => parse_delimited(&name, &bytes, b'\t', labels)?,
+        _ => parse_delimited(&name, &bytes, b',', labels)?,
     };
-    for r in &mut rows {
-        if let Some(to) = label_map.get(&r.label) {
-            r.label = to.clone();
-        }
-    }
     if rows.is_empty() {
         return Err(DatasetError::Empty(name));
     }
     Ok(rows)
 }
 
-fn check(file: &str, line: u64, text: &str, label: &str) -> Result<Example, DatasetError> {
-    let (text, label) = (text.trim(), label.trim());
+/// A row as an example; `label` is `None` when the file's labels are not
+/// wanted (then the example's label is empty).
+fn check(file: &str, line: u64, text: &str, label: Option<&str>) -> Result<Example, DatasetError> {
     let err = |message: &str| DatasetError::Row {
         file: file.to_string(),
         line,
         message: message.to_string(),
     };
+    let text = text.trim();
     if text.is_empty() {
         return Err(err("empty text"));
     }
-    if label.is_empty() {
-        return Err(err("empty label"));
-    }
+    let label = match label.map(str::trim) {
+        Some("") => return Err(err("empty label")),
+        Some(l) => l.to_string(),
+        None => String::new(),
+    };
     Ok(Example {
         text: text.to_string(),
-        label: label.to_string(),
+        label,
     })
 }
 
-fn parse_delimited(file: &str, bytes: &[u8], delimiter: u8) -> Result<Vec<Example>, DatasetError> {
+fn parse_delimited(
+    file: &str,
+    bytes: &[u8],
+    delimiter: u8,
+    labels: bool,
+) -> Result<Vec<Example>, DatasetError> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         // SST-2's TSV has bare quotes inside sentences.
@@ -128,10 +150,17 @@ fn parse_delimited(file: &str, bytes: &[u8], delimiter: u8) -> Result<Vec<Exampl
         file: file.into(),
         header: header.clone(),
     })?;
-    let l = column(&header, LABEL_COLUMNS).ok_or_else(|| DatasetError::NoLabelColumn {
-        file: file.into(),
-        header: header.clone(),
-    })?;
+    let l = match labels {
+        true => {
+            Some(
+                column(&header, LABEL_COLUMNS).ok_or_else(|| DatasetError::NoLabelColumn {
+                    file: file.into(),
+                    header: header.clone(),
+                })?,
+            )
+        }
+        false => None,
+    };
     let mut out = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| DatasetError::Row {
@@ -144,13 +173,13 @@ fn parse_delimited(file: &str, bytes: &[u8], delimiter: u8) -> Result<Vec<Exampl
             file,
             line,
             record.get(t).unwrap_or(""),
-            record.get(l).unwrap_or(""),
+            l.map(|l| record.get(l).unwrap_or("")),
         )?);
     }
     Ok(out)
 }
 
-fn parse_jsonl(file: &str, bytes: &[u8]) -> Result<Vec<Example>, DatasetError> {
+fn parse_jsonl(file: &str, bytes: &[u8], labels: bool) -> Result<Vec<Example>, DatasetError> {
     let text = String::from_utf8_lossy(bytes);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -172,8 +201,11 @@ fn parse_jsonl(file: &str, bytes: &[u8]) -> Result<Vec<Example>, DatasetError> {
             })
         };
         let text = field(TEXT_COLUMNS).ok_or_else(|| row_err("no text field".into()))?;
-        let label = field(LABEL_COLUMNS).ok_or_else(|| row_err("no label field".into()))?;
-        out.push(check(file, i as u64 + 1, &text, &label)?);
+        let label = match labels {
+            true => Some(field(LABEL_COLUMNS).ok_or_else(|| row_err("no label field".into()))?),
+            false => None,
+        };
+        out.push(check(file, i as u64 + 1, &text, label.as_deref())?);
     }
     Ok(out)
 }
@@ -290,6 +322,26 @@ mod tests {
         let rows = load(&jsonl, &none).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].label, "3");
+    }
+
+    #[test]
+    fn texts_without_labels_read_from_the_same_formats() {
+        let csv = write("u.csv", "id,text\n1,\"printer jams, again\"\n2,vpn down\n");
+        assert_eq!(
+            load_texts(&csv).unwrap(),
+            ["printer jams, again", "vpn down"]
+        );
+        // A label column is ignored, and a labelled loader still wants one.
+        let jsonl = write(
+            "u.jsonl",
+            "{\"text\":\"a\"}\n{\"text\":\" b \",\"label\":\"x\"}\n",
+        );
+        assert_eq!(load_texts(&jsonl).unwrap(), ["a", "b"]);
+        assert!(load(&jsonl, &BTreeMap::new()).is_err());
+        let e = load_texts(&write("u2.csv", "text\nok\n\" \"\n")).unwrap_err();
+        assert!(e.to_string().contains("line 3: empty text"), "{e}");
+        let e = load_texts(&write("u3.csv", "body\nx\n")).unwrap_err();
+        assert!(matches!(e, DatasetError::NoTextColumn { .. }), "{e}");
     }
 
     #[test]

@@ -501,6 +501,7 @@ mod roundtrip {
                 &cfg,
                 &[weight],
                 512,
+                None,
             )
             .unwrap();
             let kind = if units > 0 {

@@ -14,8 +14,12 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::inference::calibration::threshold_for_precision;
-use crate::inference::lexical::train_mixed;
-use crate::inference::training::{train_softmax, TrainConfig};
+use crate::inference::lexical::{combine, train_mixed, HashedTfidf, MixTrial};
+use crate::inference::propagation::{propagate, PropagationConfig};
+use crate::inference::training::{
+    train_softmax_with, validation_split, PseudoLabelled, SoftmaxHead, SplitMix, TrainConfig,
+    TrainReport,
+};
 
 use super::cache::{Embedder, EmbeddingCache};
 use super::dataset::{data_hash, label_targets, limit_per_class, split, Example};
@@ -25,6 +29,10 @@ use super::store::ModelStore;
 
 /// Fewer examples than this in some label: k-NN instead of a trained head.
 pub const MIN_PER_CLASS_FOR_SOFTMAX: usize = 5;
+
+/// At most this many unlabelled texts join a training run (a seeded sample
+/// beyond it): the neighbour graph costs n² dot products.
+pub const MAX_UNLABELLED: usize = 50_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +71,13 @@ pub struct TrainOptions {
     pub head: TrainConfig,
     /// Hidden units of an MLP head.
     pub hidden_units: usize,
+    /// Texts without labels (e.g. a tenant's ticket history): labels are
+    /// propagated to them over a nearest-neighbour graph and they train the
+    /// head beside the labelled examples (softmax and MLP heads).
+    pub unlabelled: Vec<String>,
+    /// Loss weight of a propagated label, against 1 for a human one.
+    pub unlabelled_weight: f32,
+    pub propagation: PropagationConfig,
 }
 
 impl TrainOptions {
@@ -85,6 +100,9 @@ impl TrainOptions {
             command: None,
             head: TrainConfig::default(),
             hidden_units: 256,
+            unlabelled: Vec::new(),
+            unlabelled_weight: 0.5,
+            propagation: PropagationConfig::default(),
         }
     }
 }
@@ -205,6 +223,181 @@ fn central_exemplars(
     out
 }
 
+/// The unlabelled texts worth using: trimmed, without blanks, repeats, or
+/// texts of the labelled or held-out examples (a held-out text must not teach
+/// the head its own answer); a seeded sample of `MAX_UNLABELLED` beyond that.
+/// Also returns how many were given.
+fn fresh_unlabelled(
+    given: &[String],
+    train_set: &[Example],
+    heldout: &[Example],
+    seed: u64,
+) -> (Vec<String>, usize) {
+    let mut seen: std::collections::HashSet<&str> = train_set
+        .iter()
+        .chain(heldout)
+        .map(|e| e.text.trim())
+        .collect();
+    let mut out: Vec<String> = given
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty() && seen.insert(t))
+        .map(str::to_string)
+        .collect();
+    if out.len() > MAX_UNLABELLED {
+        SplitMix::new(seed).shuffle(&mut out);
+        out.truncate(MAX_UNLABELLED);
+    }
+    (out, given.len())
+}
+
+/// A trained softmax (or MLP) head with the lexical mix it won with.
+struct Fitted {
+    head: SoftmaxHead,
+    tfidf: Option<HashedTfidf>,
+    weight: f32,
+    report: TrainReport,
+    trials: Option<Vec<MixTrial>>,
+}
+
+impl Fitted {
+    /// Trains on `vectors` (and `texts` when a weight in `weights` is above
+    /// 0: the lexical mix is then picked on validation), with pseudo-labelled
+    /// examples beside them when given.
+    #[allow(clippy::too_many_arguments)]
+    fn train(
+        vectors: &[Vec<f32>],
+        texts: &[&str],
+        targets: &[usize],
+        labels: &[String],
+        cfg: &TrainConfig,
+        weights: &[f32],
+        opts: &TrainOptions,
+        pseudo: Option<PseudoLabelled<'_>>,
+    ) -> anyhow::Result<Self> {
+        if weights.iter().any(|&w| w > 0.0) {
+            let (mixed, report, trials) = train_mixed(
+                vectors,
+                texts,
+                targets,
+                labels.to_vec(),
+                cfg,
+                weights,
+                opts.lexical_dims,
+                pseudo,
+            )?;
+            Ok(Self {
+                head: mixed.head,
+                tfidf: Some(mixed.tfidf),
+                weight: mixed.weight,
+                report,
+                trials: Some(trials),
+            })
+        } else {
+            let (head, report) =
+                train_softmax_with(vectors, targets, labels.to_vec(), cfg, pseudo)?;
+            Ok(Self {
+                head,
+                tfidf: None,
+                weight: 0.0,
+                report,
+                trials: None,
+            })
+        }
+    }
+
+    /// Calibrated probabilities of every label for one text.
+    fn probabilities(&self, vector: &[f32], text: &str) -> Vec<f32> {
+        match (&self.tfidf, self.weight > 0.0) {
+            (Some(t), true) => {
+                self.head
+                    .probabilities(&combine(vector, &t.transform(text), self.weight))
+            }
+            _ => self.head.probabilities(vector),
+        }
+    }
+}
+
+/// Learning from unlabelled texts: the first head's probabilities are the
+/// texts' prior, labels spread to them over the neighbour graph of labelled
+/// and unlabelled vectors, and `retrain` fits the head again with them as
+/// pseudo-labelled examples (validation stays on human labels). Returns the
+/// new head and what happened, for the model card (`first_head` holds the
+/// first head's validation figures, to compare with the new one's).
+#[allow(clippy::too_many_arguments)]
+fn with_unlabelled(
+    first: &Fitted,
+    train_vecs: &[Vec<f32>],
+    targets: &[usize],
+    classes: usize,
+    vectors: &[Vec<f32>],
+    texts: &[&str],
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    retrain: impl FnOnce(PseudoLabelled<'_>) -> anyhow::Result<Fitted>,
+) -> anyhow::Result<(Fitted, serde_json::Value)> {
+    let started = Instant::now();
+    let prior: Vec<Vec<f32>> = vectors
+        .iter()
+        .zip(texts)
+        .map(|(v, t)| first.probabilities(v, t))
+        .collect();
+    // Labels spread from the training side of the validation split only:
+    // a validation example's label must not reach its neighbours, or the
+    // validation loss that stops training, calibrates and decides whether the
+    // new head is kept would have seen its own answers.
+    let (seeds, _) = validation_split(targets, classes, cfg.val_fraction, cfg.seed);
+    let seed_vecs: Vec<Vec<f32>> = seeds.iter().map(|&i| train_vecs[i].clone()).collect();
+    let seed_targets: Vec<usize> = seeds.iter().map(|&i| targets[i]).collect();
+    let spread = propagate(
+        &seed_vecs,
+        &seed_targets,
+        classes,
+        vectors,
+        Some(&prior),
+        &opts.propagation,
+    )?;
+    let argmax = |p: &[f32]| {
+        p.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |a, (i, &x)| if x > a.1 { (i, x) } else { a })
+            .0
+    };
+    let (mut kept_vecs, mut kept_texts, mut kept_targets) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut agree, mut confidence) = (0usize, 0f32);
+    for (i, t) in spread.targets.iter().enumerate() {
+        if let Some(t) = *t {
+            kept_vecs.push(vectors[i].clone());
+            kept_texts.push(texts[i]);
+            kept_targets.push(t);
+            agree += usize::from(argmax(&prior[i]) == t);
+            confidence += spread.confidence[i];
+        }
+    }
+    let propagate_seconds = started.elapsed().as_secs_f32();
+    let used = kept_targets.len();
+    let second = retrain(PseudoLabelled {
+        vectors: &kept_vecs,
+        texts: &kept_texts,
+        targets: &kept_targets,
+        weight: opts.unlabelled_weight,
+    })?;
+    let share = |x: f32| if used > 0 { x / used as f32 } else { 0.0 };
+    let report = serde_json::json!({
+        "used": used,
+        "weight": opts.unlabelled_weight,
+        "propagation": opts.propagation,
+        "mean_confidence": share(confidence),
+        "agreement_with_first_head": share(agree as f32),
+        "first_head": {
+            "val_loss": first.report.val_loss,
+            "val_accuracy": first.report.val_accuracy,
+        },
+        "propagate_seconds": propagate_seconds,
+    });
+    Ok((second, report))
+}
+
 /// Trains a new version of `opts.task` for `opts.tenant`, evaluates it,
 /// stores it and promotes it per `opts.promote`.
 pub fn train(
@@ -254,13 +447,6 @@ pub fn train(
         labels.len()
     );
     anyhow::ensure!(!heldout.is_empty(), "no held-out examples to evaluate on");
-    let started = Instant::now();
-    let mut texts: Vec<&str> = train_set.iter().map(|e| e.text.as_str()).collect();
-    texts.extend(heldout.iter().map(|e| e.text.as_str()));
-    let all = embed(embedder, cache, &texts, progress)?;
-    let (train_vecs, heldout_vecs) = all.split_at(train_set.len());
-    let embed_seconds = started.elapsed().as_secs_f32();
-
     let min_count = (0..labels.len())
         .map(|c| targets.iter().filter(|&&t| t == c).count())
         .min()
@@ -272,6 +458,21 @@ pub fn train(
         } else {
             HeadKind::Softmax
         });
+    // Only a trained head learns from unlabelled texts.
+    let learns = matches!(kind, HeadKind::Softmax | HeadKind::Mlp);
+    let (unlabelled, unlabelled_given) = match learns {
+        true => fresh_unlabelled(&opts.unlabelled, &train_set, &heldout, opts.seed),
+        false => (Vec::new(), opts.unlabelled.len()),
+    };
+    let started = Instant::now();
+    let mut texts: Vec<&str> = train_set.iter().map(|e| e.text.as_str()).collect();
+    texts.extend(heldout.iter().map(|e| e.text.as_str()));
+    texts.extend(unlabelled.iter().map(String::as_str));
+    let all = embed(embedder, cache, &texts, progress)?;
+    let (train_vecs, rest) = all.split_at(train_set.len());
+    let (heldout_vecs, unlabelled_vecs) = rest.split_at(heldout.len());
+    let embed_seconds = started.elapsed().as_secs_f32();
+
     progress(Phase::Training, 0, 1);
     let started = Instant::now();
     let mut card = ModelCard {
@@ -313,7 +514,6 @@ pub fn train(
     };
     let mut model = match kind {
         HeadKind::Softmax | HeadKind::Mlp => {
-            let lexical = opts.lexical_weights.iter().any(|&w| w > 0.0);
             let exemplars = central_exemplars(
                 &train_set,
                 train_vecs,
@@ -321,31 +521,62 @@ pub fn train(
                 labels.len(),
                 opts.evidence_per_class,
             );
-            if lexical {
-                let train_texts: Vec<&str> = train_set.iter().map(|e| e.text.as_str()).collect();
-                let (mixed, report, trials) = train_mixed(
+            let train_texts: Vec<&str> = train_set.iter().map(|e| e.text.as_str()).collect();
+            let fit = |weights: &[f32], pseudo: Option<PseudoLabelled<'_>>| {
+                Fitted::train(
                     train_vecs,
                     &train_texts,
                     &targets,
-                    labels.clone(),
+                    &labels,
                     &cfg,
-                    &opts.lexical_weights,
-                    opts.lexical_dims,
+                    weights,
+                    opts,
+                    pseudo,
+                )
+            };
+            let mut fitted = fit(&opts.lexical_weights, None)?;
+            let mut semi = serde_json::Value::Null;
+            if !unlabelled.is_empty() {
+                let texts: Vec<&str> = unlabelled.iter().map(String::as_str).collect();
+                let (second, report) = with_unlabelled(
+                    &fitted,
+                    train_vecs,
+                    &targets,
+                    labels.len(),
+                    unlabelled_vecs,
+                    &texts,
+                    &cfg,
+                    opts,
+                    |pseudo| fit(&[fitted.weight], Some(pseudo)),
                 )?;
-                card.lexical_weight = mixed.weight;
-                card.lexical_dims = mixed.tfidf.dims();
-                card.temperature = mixed.head.temperature;
-                card.threshold = mixed.head.threshold;
-                card.training = serde_json::json!({ "head": report, "lexical_trials": trials });
-                let tfidf = (mixed.weight > 0.0).then_some(mixed.tfidf);
-                Classifier::softmax(card, mixed.head, tfidf, exemplars)
-            } else {
-                let (head, report) = train_softmax(train_vecs, &targets, labels.clone(), &cfg)?;
-                card.temperature = head.temperature;
-                card.threshold = head.threshold;
-                card.training = serde_json::json!({ "head": report });
-                Classifier::softmax(card, head, None, exemplars)
+                semi = report;
+                semi["given"] = unlabelled_given.into();
+                // Kept only when validation (human labels) does not say the
+                // propagated labels made it worse.
+                let kept = second.report.val_loss <= fitted.report.val_loss
+                    || fitted.report.val_examples == 0;
+                semi["kept"] = kept.into();
+                if kept {
+                    fitted = Fitted {
+                        // The lexical trials were the first pass's.
+                        trials: second.trials.or(fitted.trials.take()),
+                        ..second
+                    };
+                }
             }
+            card.lexical_weight = fitted.weight;
+            card.lexical_dims = fitted.tfidf.as_ref().map_or(0, HashedTfidf::dims);
+            card.temperature = fitted.head.temperature;
+            card.threshold = fitted.head.threshold;
+            card.training = serde_json::json!({ "head": fitted.report });
+            if let Some(trials) = &fitted.trials {
+                card.training["lexical_trials"] = serde_json::json!(trials);
+            }
+            if !semi.is_null() {
+                card.training["unlabelled"] = semi;
+            }
+            let tfidf = fitted.tfidf.filter(|_| fitted.weight > 0.0);
+            Classifier::softmax(card, fitted.head, tfidf, exemplars)
         }
         HeadKind::Knn => {
             let exemplars: Vec<(String, usize, Vec<f32>)> = train_set
@@ -384,6 +615,20 @@ pub fn train(
     if let serde_json::Value::Object(m) = &mut model.card.training {
         m.insert("embed_seconds".into(), embed_seconds.into());
         m.insert("head_seconds".into(), train_seconds.into());
+        if unlabelled_given > 0 && !m.contains_key("unlabelled") {
+            let reason = if learns {
+                "every unlabelled text repeats a labelled or held-out example".to_string()
+            } else {
+                format!(
+                    "a k-NN head does not learn from unlabelled texts; a softmax or MLP head \
+                     does (the default with {MIN_PER_CLASS_FOR_SOFTMAX} or more examples per label)"
+                )
+            };
+            m.insert(
+                "unlabelled".into(),
+                serde_json::json!({ "given": unlabelled_given, "used": 0, "reason": reason }),
+            );
+        }
     }
 
     progress(Phase::Evaluating, 0, heldout.len());

@@ -571,3 +571,117 @@ async fn an_mlp_head_trains_over_http_and_answers_as_the_stored_head() {
         assert!((conf - f64::from(want.confidence)).abs() < 1e-3, "{i}");
     }
 }
+
+/// Banking77 rows of `file` as `{text, label}`: per intent, those at
+/// positions `from..to` in file order.
+fn banking77(file: &str, from: usize, to: usize) -> Vec<Value> {
+    let mut r = csv::Reader::from_path(repo_path(file)).unwrap();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    r.records()
+        .map(|x| x.unwrap())
+        .filter(|x| {
+            let n = seen.entry(x[1].to_string()).or_default();
+            *n += 1;
+            (from + 1..=to).contains(n)
+        })
+        .map(|x| json!({ "text": &x[0], "label": &x[1] }))
+        .collect()
+}
+
+/// Unlabelled texts (`"unlabelled"`): labels are propagated to them and they
+/// train the head beside 5 labelled queries per Banking77 intent (60
+/// unlabelled ones per intent); held-out
+/// accuracy rises above the same head's without them, the card says how many
+/// were used (texts of labelled or held-out examples are not), and bad uses
+/// are 422s that create nothing.
+#[tokio::test]
+async fn unlabelled_tickets_lift_a_head_trained_on_five_labels_per_intent() {
+    let app = spawn_app().await;
+    let labelled = banking77("tests/fixtures/banking77_train10.csv", 0, 5);
+    let heldout = banking77("tests/fixtures/banking77_test4.csv", 0, 4);
+    // 60 more train queries per intent, their labels dropped (the first 5 of
+    // them repeat the labelled ones, some repeat a held-out query: those are
+    // not used).
+    let pool = banking77("bench/banking77/train.csv", 0, 65);
+    let unlabelled: Vec<&str> = texts(&pool);
+    let known: std::collections::HashSet<&str> = texts(&labelled)
+        .into_iter()
+        .chain(texts(&heldout))
+        .map(str::trim)
+        .collect();
+    let fresh: std::collections::HashSet<&str> = unlabelled
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !known.contains(t))
+        .collect();
+    assert_eq!((labelled.len(), heldout.len()), (385, 308));
+
+    for (body, why) in [
+        (
+            json!({ "examples": labelled, "unlabelled": ["ok", " "] }),
+            "unlabelled text 1 is empty",
+        ),
+        (
+            json!({ "examples": labelled, "unlabelled": ["ok"], "kind": "knn" }),
+            "only softmax and mlp",
+        ),
+        (
+            json!({ "examples": labelled, "unlabelled_weight": 0.5 }),
+            "for training with unlabelled",
+        ),
+        (
+            json!({ "examples": labelled, "unlabelled": ["ok"], "unlabelled_weight": 0 }),
+            "above 0",
+        ),
+        (
+            json!({ "examples": labelled, "unlabelled": ["ok"], "unlabelled_weight": 1.5 }),
+            "above 0",
+        ),
+        (
+            json!({ "descriptions": { "a": "x", "b": "y" }, "unlabelled": ["ok"] }),
+            "need labelled examples",
+        ),
+    ] {
+        let r = app.post_as("acme", "/v1/models/intent/train", &body).await;
+        assert_eq!(r.status(), 422, "{why}");
+        assert!(r.text().await.unwrap().contains(why), "{why}");
+    }
+    assert_eq!(app.get_as("acme", "/v1/models/intent").await.status(), 404);
+
+    let base = json!({ "examples": labelled, "heldout": heldout, "promote": "always" });
+    let without = train(&app, "acme", "intent", base.clone()).await;
+    let mut body = base;
+    body["unlabelled"] = json!(unlabelled);
+    let with = train(&app, "acme", "intent", body).await;
+    let (a, b) = (&without["result"]["card"], &with["result"]["card"]);
+    let acc = |c: &Value| c["metrics"]["accuracy"].as_f64().unwrap();
+    let used = &b["training"]["unlabelled"];
+    eprintln!(
+        "banking77, 5 labelled per intent: accuracy {:.3} alone, {:.3} with {} unlabelled; {used}",
+        acc(a),
+        acc(b),
+        fresh.len()
+    );
+    assert_eq!(used["given"], unlabelled.len());
+    assert_eq!(used["used"], fresh.len(), "{used}");
+    assert_eq!(b["training"]["head"]["pseudo_labelled"], fresh.len());
+    assert_eq!(b["train_examples"], a["train_examples"]);
+    assert!(a["training"].get("unlabelled").is_none());
+    assert_eq!(used["kept"], true, "{used}");
+    let val_loss = |v: &Value| v["val_loss"].as_f64().unwrap();
+    assert!(
+        val_loss(&b["training"]["head"]) < val_loss(&used["first_head"]),
+        "{b}"
+    );
+    assert!(
+        acc(b) >= acc(a) + LIFT_UNLABELLED,
+        "{} vs {}",
+        acc(b),
+        acc(a)
+    );
+}
+
+// Measured 0.792 → 0.812 (6 of the 308 held-out queries); with 20 unlabelled
+// queries per intent instead of 60 it was 0.786, within noise — the graph
+// needs neighbours to spread along.
+const LIFT_UNLABELLED: f64 = 0.01;

@@ -213,6 +213,57 @@ fn train_eval_and_heads_commands_version_a_task() {
     assert_eq!(aug["kind"], "softmax");
     assert_eq!(list["versions"][0]["train_examples"], 42 + 7);
 
+    // Unlabelled texts: those repeating a labelled or held-out ticket are
+    // left out, the others get propagated labels and train the head.
+    let unlabelled = fixtures.path().join("unlabelled.csv");
+    let mut texts = String::from("text\n");
+    for r in csv::Reader::from_path(repo_path("tests/fixtures/jargon_tickets.csv"))
+        .unwrap()
+        .records()
+    {
+        texts += &format!("\"{}\"\n", r.unwrap()[0].replace('"', "\"\""));
+    }
+    texts += "ME21N dumps when saving the purchase order\nVPN drops every hour since Monday\n";
+    texts += "\"Outlook will not send to external addresses, 550 5.7.1\"\n";
+    std::fs::write(&unlabelled, texts).unwrap();
+    let semi = run(&[
+        "train",
+        "--task",
+        "semi",
+        "--data",
+        &t(&train_csv),
+        "--heldout",
+        &t(&test_csv),
+        "--unlabelled",
+        &t(&unlabelled),
+    ]);
+    let used = &semi["training"]["unlabelled"];
+    assert_eq!(used["given"], 63 + 3, "{used}");
+    assert_eq!(used["used"], 3, "{used}");
+    // The propagated labels trained the head that was kept, or were set aside.
+    let trained = if used["kept"] == true { 3 } else { 0 };
+    assert_eq!(
+        semi["training"]["head"]["pseudo_labelled"], trained,
+        "{used}"
+    );
+    for bad in [
+        vec!["--unlabelled", &t(&unlabelled), "--unlabelled-weight", "0"],
+        vec!["--unlabelled-weight", "0.5"],
+    ] {
+        let out = helpdesk()
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["train", "--task", "semi", "--data", &t(&train_csv)])
+            .args(&bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("unlabelled"),
+            "{bad:?}"
+        );
+    }
+
     // Bad input: a clear error, nothing written.
     let out = helpdesk()
         .arg("--data-dir")

@@ -186,6 +186,7 @@ fn mixed_accuracy(
         },
         weights,
         4096,
+        None,
     )
     .unwrap();
     eprintln!("validation trials: {trials:?}");
