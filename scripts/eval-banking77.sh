@@ -41,6 +41,10 @@ print(f"{sys.argv[3]:>8}: accuracy {m['accuracy']*100:.2f} %  macro-F1 {m['macro
       f"coverage@thr {m['coverage']*100:.1f} % (precision {m['precision_at_threshold']*100:.2f} %)  "
       f"lexical weight {d['lexical_weight']}  "
       f"head {t['head_seconds']:.1f} s, embedding {t['embed_seconds']:.1f} s; {open(sys.argv[2]).read().strip()}")
+if "unlabelled" in t:
+    u = t["unlabelled"]
+    print(f"{'':>8}  unlabelled: {u['used']} of {u['given']} used, kept {u.get('kept')}, "
+          f"validation loss {u.get('first_head', {}).get('val_loss', float('nan')):.3f} -> {t['head']['val_loss']:.3f}")
 PY
 }
 

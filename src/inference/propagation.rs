@@ -74,22 +74,21 @@ pub fn nearest_neighbours(
     let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
     let x = Tensor::from_vec(flat, (n, dims), &Device::Cpu)?;
     let xt = x.t()?.contiguous()?;
+    let by_similarity = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1);
     let mut out = Vec::with_capacity(n);
+    // One row's candidates at a time (n of them); each row keeps only its k.
+    let mut row_buf: Vec<(usize, f32)> = Vec::with_capacity(n);
     for start in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - start);
         let sims: Vec<Vec<f32>> = x.narrow(0, start, len)?.matmul(&xt)?.to_vec2()?;
         for (r, row) in sims.into_iter().enumerate() {
             let me = start + r;
-            let mut near: Vec<(usize, f32)> = row
-                .into_iter()
-                .enumerate()
-                .filter(|&(j, _)| j != me)
-                .collect();
-            let by_similarity = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1);
-            if near.len() > k {
-                near.select_nth_unstable_by(k - 1, by_similarity);
-                near.truncate(k);
+            row_buf.clear();
+            row_buf.extend(row.into_iter().enumerate().filter(|&(j, _)| j != me));
+            if row_buf.len() > k {
+                row_buf.select_nth_unstable_by(k - 1, by_similarity);
             }
+            let mut near = row_buf[..k.min(row_buf.len())].to_vec();
             near.sort_by(by_similarity);
             out.push(near);
         }
