@@ -57,6 +57,31 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Index of the largest of `xs` (the first of equals; 0 when empty).
+pub(crate) fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in xs.iter().enumerate() {
+        if *x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `b + v · w`, with `w` row-major `[v.len(), b.len()]` (zero inputs skipped:
+/// lexical features are mostly zeros).
+pub(crate) fn affine(v: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut out = b.to_vec();
+    for (x, row) in v.iter().zip(w.chunks(b.len().max(1))) {
+        if *x != 0.0 {
+            for (o, w) in out.iter_mut().zip(row) {
+                *o += x * w;
+            }
+        }
+    }
+    out
+}
+
 /// Softmax of `scores / temperature`, stable for any scale.
 pub(crate) fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);

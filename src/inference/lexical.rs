@@ -7,6 +7,8 @@
 //! vocabulary is stored; term frequency is sublinear (1 + ln tf), IDF is
 //! fitted on the training texts, and each vector is L2-normalised.
 
+use std::borrow::Cow;
+
 use super::heads::{HeadError, Prediction};
 use super::training::{
     train_softmax_with, PseudoLabelled, SoftmaxHead, TrainConfig, TrainError, TrainReport,
@@ -193,17 +195,18 @@ pub fn train_mixed(
     let transform =
         |texts: &[&str]| -> Vec<Vec<f32>> { texts.iter().map(|t| tfidf.transform(t)).collect() };
     let (lexical, pseudo_lexical) = (transform(texts), transform(pseudo_texts));
-    let mix = |vectors: &[Vec<f32>], lexical: &[Vec<f32>], w: f32| -> Vec<Vec<f32>> {
-        // Weight 0 is the embedding alone (no columns of zeros).
+    fn mix<'a>(vectors: &'a [Vec<f32>], lexical: &[Vec<f32>], w: f32) -> Cow<'a, [Vec<f32>]> {
+        // Weight 0 is the embedding alone (no columns of zeros, no copy).
         if w == 0.0 {
-            return vectors.to_vec();
+            return vectors.into();
         }
         vectors
             .iter()
             .zip(lexical)
             .map(|(e, l)| combine(e, l, w))
-            .collect()
-    };
+            .collect::<Vec<_>>()
+            .into()
+    }
     let mut best: Option<(MixedHead, TrainReport)> = None;
     let mut trials = Vec::new();
     for &w in weights {

@@ -11,6 +11,8 @@
 
 use candle_core::{Device, Tensor};
 
+use super::heads::argmax;
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PropagationConfig {
     /// Neighbours per node (the graph is then made symmetric).
@@ -188,14 +190,10 @@ pub fn propagate(
     let (mut labels, mut confidence) = (Vec::new(), Vec::new());
     for row in f[m * classes..].chunks(classes) {
         let total: f32 = row.iter().sum();
-        let (best, top) = row
-            .iter()
-            .copied()
-            .enumerate()
-            .fold((0, f32::MIN), |a, (c, x)| if x > a.1 { (c, x) } else { a });
+        let best = argmax(row);
         if total > 0.0 {
             labels.push(Some(best));
-            confidence.push(top / total);
+            confidence.push(row[best] / total);
         } else {
             labels.push(None);
             confidence.push(0.0);

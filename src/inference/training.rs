@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use super::calibration::{ece, fit_temperature, threshold_for_precision, Threshold};
-use super::heads::{prediction, softmax, HeadError, Prediction};
+use super::heads::{affine, argmax, prediction, softmax, HeadError, Prediction};
 
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -126,15 +126,7 @@ pub struct Hidden {
 
 impl Hidden {
     fn apply(&self, v: &[f32]) -> Vec<f32> {
-        let units = self.b.len();
-        let mut out = self.b.clone();
-        for (x, row) in v.iter().zip(self.w.chunks(units)) {
-            if *x != 0.0 {
-                for (o, w) in out.iter_mut().zip(row) {
-                    *o += x * w;
-                }
-            }
-        }
+        let mut out = affine(v, &self.w, &self.b);
         out.iter_mut().for_each(|o| *o = o.max(0.0));
         out
     }
@@ -170,14 +162,7 @@ impl SoftmaxHead {
             }
             None => v,
         };
-        let c = self.labels.len();
-        let mut out = self.b.clone();
-        for (x, row) in v.iter().zip(self.w.chunks(c)) {
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += x * w;
-            }
-        }
-        out
+        affine(v, &self.w, &self.b)
     }
 
     /// Calibrated probabilities of every label, in `labels()` order.
@@ -640,12 +625,7 @@ pub fn train_softmax_with(
             .zip(&val_targets)
             .map(|(l, &y)| {
                 let probs = softmax(l, temperature);
-                let mut top = 0;
-                for (i, p) in probs.iter().enumerate() {
-                    if *p > probs[top] {
-                        top = i;
-                    }
-                }
+                let top = argmax(&probs);
                 (probs[top], top == y)
             })
             .collect()

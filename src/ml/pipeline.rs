@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::inference::calibration::threshold_for_precision;
+use crate::inference::heads::argmax;
 use crate::inference::lexical::{combine, train_mixed, HashedTfidf, MixTrial};
 use crate::inference::propagation::{propagate, PropagationConfig};
 use crate::inference::training::{
@@ -362,12 +363,6 @@ fn with_unlabelled(
         Some(&prior),
         &opts.propagation,
     )?;
-    let argmax = |p: &[f32]| {
-        p.iter()
-            .enumerate()
-            .fold((0, f32::MIN), |a, (i, &x)| if x > a.1 { (i, x) } else { a })
-            .0
-    };
     let (mut kept_vecs, mut kept_texts, mut kept_targets) = (Vec::new(), Vec::new(), Vec::new());
     let (mut agree, mut confidence) = (0usize, 0f32);
     for (i, t) in spread.targets.iter().enumerate() {
